@@ -1,0 +1,3 @@
+from governance.models.users import User
+
+__all__ = ["User"]

@@ -1,0 +1,121 @@
+"""Fixtures shared by the whole suite: a real Celery worker process on the real broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery_app import app as celery_app
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run only with RUN_GPU=1 on a machine with CUDA."""
+    if os.environ.get("RUN_GPU") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU: set RUN_GPU=1 on a CUDA machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class WorkerProcess:
+    """A Celery worker started as a separate OS process, as in production."""
+
+    process: subprocess.Popen[bytes]
+    nodename: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _worker_env() -> dict[str, str]:
+    db = connection.settings_dict
+    # The worker must see the same (test) database the test process uses.
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_worker(
+    tmp_path: Path, *, queues: str = "default,gpu", concurrency: int = 1, name: str = "w"
+) -> WorkerProcess:
+    nodename = f"{name}-{uuid.uuid4().hex[:8]}@test"
+    log_path = tmp_path / f"{nodename.split('@')[0]}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        "-Q",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "-n",
+        nodename,
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT
+        )
+    worker = WorkerProcess(process, nodename, log_path)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"worker exited during start-up:\n{worker.log()}")
+        if celery_app.control.ping(destination=[nodename], timeout=1.0):
+            return worker
+    worker.stop()
+    raise RuntimeError(f"worker {nodename} did not answer a ping within 90 s:\n{worker.log()}")
+
+
+@pytest.fixture
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: object, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    """One real worker process consuming both queues of the test broker."""
+    # Messages left by an earlier, interrupted run must not reach this test's worker.
+    with celery_app.connection_for_write() as conn:
+        for queue in ("default", "gpu"):
+            conn.default_channel.queue_purge(queue)
+    worker = start_worker(tmp_path)
+    try:
+        yield worker
+    finally:
+        worker.stop()
