@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)  ## Create the virtualenv and install the product with its dev tools
 
 run: $(STAMP)  ## Run web + worker + demo data on an embedded SQLite DB and broker (no services needed)
+	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py provenance_dev_ca
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py migrate --noinput -v 0
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py demo_seed
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py run_local

@@ -174,6 +174,8 @@ C2PA_SIGNER_CHAIN = env.path("C2PA_SIGNER_CHAIN", None)
 C2PA_SIGNER_KEY = env.path("C2PA_SIGNER_KEY", None)
 C2PA_TRUST_ANCHORS = env.path("C2PA_TRUST_ANCHORS", None)
 C2PA_TSA_URL = env.optional("C2PA_TSA_URL")
+# Production refuses to start without a signer (system check governance.E001).
+C2PA_SIGNER_REQUIRED = False
 
 LOGGING = {
     "version": 1,

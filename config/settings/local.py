@@ -7,3 +7,11 @@ DEBUG = env.bool("DEBUG", True)
 
 # The single-host run keeps its state under var/; create it so a first `migrate` just works.
 VAR_DIR.mkdir(parents=True, exist_ok=True)  # noqa: F405
+
+# `make run` generates development signer material here (manage.py provenance_dev_ca); it is
+# used once it exists, unless the environment names other material.
+_DEV_CA = VAR_DIR / "c2pa"  # noqa: F405
+if (_DEV_CA / "chain.pem").exists():
+    C2PA_SIGNER_CHAIN = env.path("C2PA_SIGNER_CHAIN", _DEV_CA / "chain.pem")
+    C2PA_SIGNER_KEY = env.path("C2PA_SIGNER_KEY", _DEV_CA / "signer.key.pem")
+    C2PA_TRUST_ANCHORS = env.path("C2PA_TRUST_ANCHORS", _DEV_CA / "root.pem")

@@ -16,6 +16,7 @@ if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must list the host names the site is served on.")
 DATABASES = {"default": env.database("DATABASE_URL")}
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", required=True)
+C2PA_SIGNER_REQUIRED = True
 
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", True)
 # Probes come from inside the cluster over plain HTTP.

@@ -3,6 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from governance.integrations.dev_ca import BadCertKind, generate_bad_signer, generate_dev_ca
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PRODUCTION_ENV = {
@@ -11,6 +15,16 @@ PRODUCTION_ENV = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/reenactment",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
 }
+
+
+@pytest.fixture(scope="module")
+def signer_env(tmp_path_factory):
+    paths = generate_dev_ca(tmp_path_factory.mktemp("ca"))
+    return {
+        "C2PA_SIGNER_CHAIN": str(paths.chain),
+        "C2PA_SIGNER_KEY": str(paths.key),
+        "C2PA_TRUST_ANCHORS": str(paths.root),
+    }
 
 
 def _manage(*args, env):
@@ -26,8 +40,9 @@ def _manage(*args, env):
     )
 
 
-def test_check_deploy_is_clean_with_production_environment():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
+def test_check_deploy_is_clean_with_production_environment(signer_env):
+    env = {**PRODUCTION_ENV, **signer_env}
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
@@ -44,3 +59,33 @@ def test_production_refuses_a_weak_secret_key_and_missing_hosts():
     assert "SECRET_KEY must be a random value" in weak.stderr
     hostless = _manage("check", env={**PRODUCTION_ENV, "ALLOWED_HOSTS": ""})
     assert "ALLOWED_HOSTS must list" in hostless.stderr
+
+
+def test_production_refuses_to_start_without_a_signer():
+    result = _manage("check", env=PRODUCTION_ENV)
+    assert result.returncode != 0
+    assert "governance.E001" in result.stderr
+    assert "No C2PA signer is configured" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        (BadCertKind.CA_LEAF, "CA"),
+        (BadCertKind.WRONG_EKU, "emailProtection"),
+        (BadCertKind.EXPIRED, "expired"),
+        (BadCertKind.SELF_SIGNED, "self-signed"),
+    ],
+)
+def test_a_certificate_c2pa_would_reject_fails_at_configuration_time(tmp_path, kind, message):
+    paths = generate_bad_signer(tmp_path / kind.name, kind)
+    env = {
+        **PRODUCTION_ENV,
+        "C2PA_SIGNER_CHAIN": str(paths.chain),
+        "C2PA_SIGNER_KEY": str(paths.key),
+        "C2PA_TRUST_ANCHORS": str(paths.root),
+    }
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "governance.E003" in result.stderr
+    assert message in result.stderr
