@@ -1,0 +1,119 @@
+"""Full-size official X-NeMo configurations (pure Python, no heavy imports).
+
+* :data:`SD_IMAGE_VARIATIONS_UNET_CONFIG` - ``sd-image-variations-diffusers/unet/config.json``, the
+  base of both UNets (the reference UNet uses it as is; the denoising UNet swaps the block types
+  for their 3-D counterparts and adds :data:`XNEMO_UNET_ADDITIONAL_KWARGS`).
+* :data:`XNEMO_UNET_ADDITIONAL_KWARGS` - ``unet_additional_kwargs`` of the official
+  ``configs/inference/inference_xnemo_stage2.yaml``.
+* :data:`XNEMO_SCHEDULER_CONFIG` - the DDIM arguments of the same file (note ``beta_end`` 0.02).
+* :data:`MOTION_ENCODER_CONFIG` - constructor values of the motion encoder (its size is fixed).
+
+Use the ``*_config()`` functions to get independent deep copies that can be modified freely.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+SD_IMAGE_VARIATIONS_UNET_CONFIG: dict[str, Any] = {
+    "_class_name": "UNet2DConditionModel",
+    "_diffusers_version": "0.9.0",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ],
+    "use_linear_projection": False,
+}
+
+XNEMO_UNET_ADDITIONAL_KWARGS: dict[str, Any] = {
+    "use_inflated_groupnorm": True,
+    "unet_use_cross_frame_attention": False,
+    "unet_use_temporal_attention": False,
+    "use_motion_module": True,
+    "motion_module_resolutions": [1, 2, 4, 8],
+    "motion_module_mid_block": True,
+    "motion_module_decoder_only": False,
+    "motion_module_type": "Vanilla",
+    "motion_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "cross_attention_dim": 16,
+        "attention_block_types": ["Spatial_Cross", "Spatial_Cross"],
+        "temporal_position_encoding": False,
+        "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1,
+    },
+    "use_temporal_module": True,
+    "temporal_module_type": "Vanilla",
+    "temporal_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+        "temporal_position_encoding": True,
+        "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1,
+    },
+}
+
+XNEMO_SCHEDULER_CONFIG: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.02,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+MOTION_ENCODER_CONFIG: dict[str, Any] = {"extra_feat_dim": 3, "out_ch": 16}
+
+# Inference constants hard-wired in the official release (see the spec, sec. 4.0).
+GUIDANCE_SCALE: float = 2.5
+NUM_INFERENCE_STEPS: int = 35
+REFERENCE_LATENT_SCALE: float = 0.18215
+
+
+def sd_unet_config() -> dict[str, Any]:
+    """A deep copy of :data:`SD_IMAGE_VARIATIONS_UNET_CONFIG`."""
+    return copy.deepcopy(SD_IMAGE_VARIATIONS_UNET_CONFIG)
+
+
+def unet_additional_kwargs() -> dict[str, Any]:
+    """A deep copy of :data:`XNEMO_UNET_ADDITIONAL_KWARGS`."""
+    return copy.deepcopy(XNEMO_UNET_ADDITIONAL_KWARGS)
+
+
+def scheduler_config() -> dict[str, Any]:
+    """A deep copy of :data:`XNEMO_SCHEDULER_CONFIG`."""
+    return copy.deepcopy(XNEMO_SCHEDULER_CONFIG)
+
+
+def motion_encoder_config() -> dict[str, Any]:
+    """A deep copy of :data:`MOTION_ENCODER_CONFIG`."""
+    return copy.deepcopy(MOTION_ENCODER_CONFIG)
