@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -28,6 +29,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# The audit trigger refuses TRUNCATE unless this is on (governance migration 0005). Django flushes
+# the test database with TRUNCATE after every transactional test, so the test database allows
+# it; tests/governance/test_audit.py proves the trigger still refuses when it is off, as in
+# production, where nothing ever sets it.
+AUDIT_TRUNCATE_SETTING = "governance.audit_truncate_allowed"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    with django_db_blocker.unblock():
+        name = connection.settings_dict["NAME"]
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE \"{name}\" SET {AUDIT_TRUNCATE_SETTING} = 'on'")
+        connection.close()  # new connections pick the setting up
+    yield
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings: Any, tmp_path: Path) -> Path:
+    """Every test stores files in its own temporary folder, never under var/."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return tmp_path / "media"
 
 
 @dataclass

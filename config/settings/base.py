@@ -37,6 +37,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # X-Request-ID and client address for the audit trail (governance/middleware.py).
+    "governance.middleware.RequestContextMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -130,6 +132,18 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# Evidence uploads (consent forms, statement videos, reference photos): size limits per kind,
+# enforced while the upload is read, before anything is stored (governance/services/evidence.py).
+GOVERNANCE_EVIDENCE_MAX_PHOTO_BYTES = env.int(
+    "GOVERNANCE_EVIDENCE_MAX_PHOTO_BYTES", 15 * 1024 * 1024, minimum=1
+)
+GOVERNANCE_EVIDENCE_MAX_DOCUMENT_BYTES = env.int(
+    "GOVERNANCE_EVIDENCE_MAX_DOCUMENT_BYTES", 20 * 1024 * 1024, minimum=1
+)
+GOVERNANCE_EVIDENCE_MAX_VIDEO_BYTES = env.int(
+    "GOVERNANCE_EVIDENCE_MAX_VIDEO_BYTES", 500 * 1024 * 1024, minimum=1
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
