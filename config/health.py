@@ -16,6 +16,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from kombu import Connection
 
 from config.celery_app import app as celery_app
 
@@ -41,7 +42,13 @@ def check_database() -> dict[str, object]:
 
 
 def check_broker() -> dict[str, object]:
-    with celery_app.connection_for_write() as conn:
+    # A fresh connection from the settings, not Celery's pool: the probe must see the broker
+    # as it is now, not a connection that was opened when it still answered.
+    with Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=2,
+    ) as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         return {"transport": conn.transport.driver_name}
 

@@ -28,12 +28,14 @@ from governance.models import (
     Territory,
     User,
 )
+from governance.models.identity import FaceMatchRecord, FaceThresholdPolicy, LeakageReport
 from governance.roles import Role
 from governance.services.approvals import (
     approval_policy_create,
     approval_policy_update,
     approval_policy_validate,
 )
+from governance.services.identity import face_threshold_policy_update
 from governance.services.roles import role_grant, role_revoke
 from governance.services.vocabulary import vocabulary_entry_save
 
@@ -228,3 +230,66 @@ class EvidenceFileAdmin(ReadOnlyAdmin):
 class ApprovalRequestAdmin(ReadOnlyAdmin):
     list_display = ["id", "subject_type", "subject_id", "status", "requested_by", "created_at"]
     list_filter = ["status", "subject_type"]
+
+
+class FaceThresholdPolicyForm(forms.ModelForm):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), help_text="Why the thresholds change (audited)."
+    )
+
+    class Meta:
+        model = FaceThresholdPolicy
+        fields = [
+            "match_threshold",
+            "review_threshold",
+            "leakage_margin",
+            "leakage_review_margin",
+            "max_faceless_share",
+            "min_sampled_frames",
+        ]
+
+
+@admin.register(FaceThresholdPolicy)
+class FaceThresholdPolicyAdmin(admin.ModelAdmin):
+    """Compliance officers change thresholds here; each save is
+    ``face_threshold_policy_update`` (reason required, audited with old and new values).
+    Policies exist per backend (seeded, or created on first use) and are never deleted."""
+
+    form = FaceThresholdPolicyForm
+    list_display = ["backend", "match_threshold", "review_threshold", "leakage_margin", "licence"]
+    readonly_fields = ["backend", "licence", "licence_text", "updated_at", "updated_by"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: FaceThresholdPolicy, form: ModelForm, change: bool
+    ) -> None:
+        user = request.user if isinstance(request.user, User) else None
+        assert user is not None, "the admin is only reachable when logged in"
+        values = {field: form.cleaned_data[field] for field in FaceThresholdPolicyForm.Meta.fields}
+        updated = face_threshold_policy_update(
+            backend=obj.backend, reason=form.cleaned_data["reason"], acting_user=user, **values
+        )
+        obj.updated_at = updated.updated_at
+        obj.updated_by = updated.updated_by
+
+
+@admin.register(FaceMatchRecord)
+class FaceMatchRecordAdmin(ReadOnlyAdmin):
+    list_display = ["id", "subject_type", "subject_id", "check_type", "person", "verdict"]
+    list_filter = ["verdict", "check_type", "backend"]
+    raw_id_fields = ["person"]
+
+
+@admin.register(LeakageReport)
+class LeakageReportAdmin(ReadOnlyAdmin):
+    list_display = ["id", "subject_type", "subject_id", "verdict", "review_decision", "created_at"]
+    list_filter = ["verdict", "review_decision", "backend"]
+
+
+# Licensed training data and the model registry: data stewards' pages.
+from governance import admin_registry  # noqa: E402, F401 - registers its ModelAdmins

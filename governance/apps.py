@@ -12,6 +12,14 @@ def _sync_role_permissions(sender: AppConfig, using: str = "default", **kwargs: 
     role_permissions_sync(using=using)
 
 
+def _ensure_seeded_defaults(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
+    from governance.services.licences import registry_defaults_ensure
+    from governance.services.vocabulary import vocabulary_defaults_ensure
+
+    vocabulary_defaults_ensure()
+    registry_defaults_ensure()
+
+
 class GovernanceConfig(AppConfig):
     name = "governance"
     verbose_name = "Governance"
@@ -25,4 +33,19 @@ class GovernanceConfig(AppConfig):
         # permissions of apps migrated after governance are picked up too.
         post_migrate.connect(
             _sync_role_permissions, dispatch_uid="governance.role_permissions_sync"
+        )
+        # Rows that data migrations seed (vocabularies, the default licences) come back after
+        # a flush too (tests flush after every transactional test), like the role groups.
+        post_migrate.connect(
+            _ensure_seeded_defaults, sender=self, dispatch_uid="governance.seeded_defaults"
+        )
+
+        # Revoking a training consent flags the dataset snapshots that relied on it (and blocks
+        # the models trained on them).
+        from governance.hooks import register_consent_revocation_handler
+        from governance.services.datasets import dataset_snapshots_on_consent_revocation
+
+        register_consent_revocation_handler(
+            dataset_snapshots_on_consent_revocation,
+            uid="governance.dataset_snapshots_on_consent_revocation",
         )

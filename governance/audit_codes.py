@@ -95,6 +95,58 @@ class AuditAction(IntEnum):
     VOCABULARY_CREATE = 1501, "vocabulary.create"
     VOCABULARY_UPDATE = 1502, "vocabulary.update"
 
+    # 2000-2199 render jobs (reenactment). One code per state the job can enter, plus the
+    # events around a run that change no state.
+    RENDER_JOB_SUBMIT = 2001, "render_job.submit"
+    RENDER_JOB_AWAIT_APPROVAL = 2002, "render_job.await_approval"
+    RENDER_JOB_APPROVE = 2003, "render_job.approve"
+    RENDER_JOB_QUEUE = 2004, "render_job.queue"
+    RENDER_JOB_START = 2005, "render_job.start"
+    RENDER_JOB_GENERATE = 2006, "render_job.generate"
+    RENDER_JOB_VERIFY = 2007, "render_job.verify"
+    RENDER_JOB_PUBLISH = 2008, "render_job.publish"
+    RENDER_JOB_REJECT = 2009, "render_job.reject"
+    RENDER_JOB_QUARANTINE = 2010, "render_job.quarantine"
+    RENDER_JOB_FAIL = 2011, "render_job.fail"
+    RENDER_JOB_CANCEL = 2012, "render_job.cancel"
+    RENDER_JOB_WITHDRAW = 2013, "render_job.withdraw"
+    RENDER_JOB_RESTART = 2021, "render_job.restart"
+    RENDER_JOB_VERIFICATION_STEP = 2022, "render_job.verification_step"
+    RENDER_JOB_DOWNLOAD_LINK = 2023, "render_job.download_link"
+    RENDER_JOB_DOWNLOAD = 2024, "render_job.download"
+    RENDER_JOB_RETRY = 2025, "render_job.retry"
+    WEBHOOK_ENDPOINT_CREATE = 2101, "webhook_endpoint.create"
+    WEBHOOK_ENDPOINT_DISABLE = 2102, "webhook_endpoint.disable"
+
+    # 3200-3299 provenance (C2PA)
+    PROVENANCE_SIGN = 3201, "provenance.sign"
+
+    # 3000-3099 model registry
+    MODEL_VERSION_REGISTER = 3001, "model_version.register"
+    MODEL_VERSION_BLOCK = 3002, "model_version.block"
+    MODEL_VERSION_DEPRECATE = 3003, "model_version.deprecate"
+
+    # 3100-3199 licensed datasets (licensors, licences, datasets, clips, snapshots)
+    LICENSOR_CREATE = 3101, "licensor.create"
+    LICENSE_CREATE = 3102, "license.create"
+    LICENSE_WITHDRAW = 3103, "license.withdraw"
+    DATASET_CREATE = 3111, "dataset.create"
+    CLIP_ADD = 3112, "clip.add"
+    DATASET_SNAPSHOT_FREEZE = 3121, "dataset_snapshot.freeze"
+    DATASET_SNAPSHOT_WITHDRAW = 3122, "dataset_snapshot.withdraw"
+    DATASET_SNAPSHOT_EXPORT = 3123, "dataset_snapshot.export"
+
+    # 3300-3399 identity leakage checks (the gate on every generated output)
+    LEAKAGE_REPORT_CREATE = 3301, "leakage_report.create"
+    LEAKAGE_REPORT_RELEASE = 3302, "leakage_report.release"
+    LEAKAGE_REPORT_REJECT = 3303, "leakage_report.reject"
+
+    # 3400-3499 face identity (consent-bound face matching, thresholds per face backend)
+    FACE_MATCH_RECORD = 3401, "face_match.record"
+    FACE_MATCH_REJECT = 3402, "face_match.reject"
+    FACE_THRESHOLD_POLICY_CREATE = 3411, "face_threshold_policy.create"
+    FACE_THRESHOLD_POLICY_UPDATE = 3412, "face_threshold_policy.update"
+
     @property
     def label(self) -> str:
         return self.api_name

@@ -1,7 +1,7 @@
 """Extension points through which governance tells other apps what happened, without importing
 them (``governance`` never imports ``reenactment``; ARCHITECTURE.md §2).
 
-Three registries:
+Five registries:
 
 * ``register_consent_revocation_handler(fn)``: ``fn(ConsentRevocation)`` when a consent stops
   being valid: revoked, or superseded by a newer record (``superseded_by_id`` is then set and
@@ -11,6 +11,14 @@ Three registries:
   request is approved. The jobs side dispatches the job.
 * ``register_approval_closed_handler(fn)``: ``fn(ApprovalClosed)`` when a request ends without
   release (rejected, changes requested, cancelled).
+* ``register_model_blocked_handler(fn)``: ``fn(ModelBlocked)`` when a model version is blocked
+  (by hand, or because its licence or a snapshot in its lineage was withdrawn). The jobs side
+  stops queued and running jobs on it and reports them to compliance; it returns nothing, and
+  the block's audit event names the model, the reason and the handlers told.
+* ``register_leakage_review_handler(fn)``: ``fn(LeakageReviewed)`` when a compliance officer
+  releases or rejects an output whose identity-leakage report asked for review
+  (``decision`` is ``"release"`` or ``"reject"``). The jobs side publishes the quarantined
+  output, or rejects the job.
 
 When handlers run, and what a failure does: **inside the governance transaction**, after the
 state change and its audit event, in registration order. A handler therefore writes its own
@@ -74,6 +82,30 @@ class ApprovalClosed:
     closed_at: datetime
 
 
+@dataclass(frozen=True)
+class ModelBlocked:
+    model_version_id: int
+    name: str
+    version: str
+    reason: str
+    acting_user_id: int | None
+    blocked_at: datetime
+    # What caused the block: ``{"license_id": ...}``, ``{"snapshot_id": ...}``,
+    # ``{"parent_model_version_id": ...}`` or ``{}`` for a block by hand.
+    cause: dict[str, int]
+
+
+@dataclass(frozen=True)
+class LeakageReviewed:
+    report_id: int
+    subject_type: str
+    subject_id: str
+    decision: str
+    reason: str
+    acting_user_id: int | None
+    reviewed_at: datetime
+
+
 class HookFailedError(ApplicationError):
     """A registered handler raised (500); the transaction that called it rolls back."""
 
@@ -117,6 +149,8 @@ consent_revocation_handlers: HandlerRegistry[ConsentRevocation] = HandlerRegistr
 )
 approval_released_handlers: HandlerRegistry[ApprovalReleased] = HandlerRegistry("approval released")
 approval_closed_handlers: HandlerRegistry[ApprovalClosed] = HandlerRegistry("approval closed")
+model_blocked_handlers: HandlerRegistry[ModelBlocked] = HandlerRegistry("model blocked")
+leakage_review_handlers: HandlerRegistry[LeakageReviewed] = HandlerRegistry("leakage review")
 
 
 def register_consent_revocation_handler(
@@ -147,3 +181,23 @@ def register_approval_closed_handler(
 
 def unregister_approval_closed_handler(uid: str) -> None:
     approval_closed_handlers.unregister(uid)
+
+
+def register_model_blocked_handler(
+    handler: Callable[[ModelBlocked], None], *, uid: str | None = None
+) -> str:
+    return model_blocked_handlers.register(handler, uid=uid)
+
+
+def unregister_model_blocked_handler(uid: str) -> None:
+    model_blocked_handlers.unregister(uid)
+
+
+def register_leakage_review_handler(
+    handler: Callable[[LeakageReviewed], None], *, uid: str | None = None
+) -> str:
+    return leakage_review_handlers.register(handler, uid=uid)
+
+
+def unregister_leakage_review_handler(uid: str) -> None:
+    leakage_review_handlers.unregister(uid)

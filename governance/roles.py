@@ -33,6 +33,51 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
 # only adds: permissions given to a group by hand stay. Per-object rights (deciding one
 # approval step, reading one consent) are guardian grants, made through the audited services
 # in governance.services.roles. Other apps add their permissions here.
+# Licensed data and the model registry (governance.models.registry): data stewards manage it,
+# compliance officers read it.
+REGISTRY_READ_PERMISSIONS: frozenset[str] = frozenset(
+    {
+        "governance.view_licensor",
+        "governance.view_license",
+        "governance.view_dataset",
+        "governance.view_clip",
+        "governance.view_datasetsnapshot",
+        "governance.view_modelversion",
+    }
+)
+REGISTRY_WRITE_PERMISSIONS: frozenset[str] = frozenset(
+    {
+        "governance.add_licensor",
+        "governance.add_license",
+        "governance.withdraw_license",
+        "governance.add_dataset",
+        "governance.add_clip",
+        "governance.add_datasetsnapshot",
+        "governance.export_datasetsnapshot",
+        "governance.add_modelversion",
+        "governance.block_modelversion",
+        "governance.deprecate_modelversion",
+    }
+)
+
+JOB_READ_PERMISSIONS: frozenset[str] = frozenset(
+    {"reenactment.view_renderjob", "reenactment.view_workerheartbeat"}
+)
+
+# Identity checks (governance.models.identity): reviewers read face matches and leakage reports
+# (they weigh them in approvals); compliance officers also release or reject flagged outputs
+# and set the thresholds per face backend.
+IDENTITY_READ_PERMISSIONS: frozenset[str] = frozenset(
+    {"governance.view_facematchrecord", "governance.view_leakagereport"}
+)
+IDENTITY_COMPLIANCE_PERMISSIONS: frozenset[str] = IDENTITY_READ_PERMISSIONS | frozenset(
+    {
+        "governance.review_leakagereport",
+        "governance.view_facethresholdpolicy",
+        "governance.change_facethresholdpolicy",
+    }
+)
+
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.REQUESTER: frozenset({"governance.view_person", "governance.view_consentrecord"}),
     Role.REVIEWER: frozenset(
@@ -42,7 +87,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "governance.view_consentrecord",
             "governance.download_consent_evidence",
         }
-    ),
+    )
+    | IDENTITY_READ_PERMISSIONS,
     Role.COMPLIANCE_OFFICER: frozenset(
         {
             "governance.add_person",
@@ -70,7 +116,23 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "governance.add_territory",
             "governance.change_territory",
         }
-    ),
-    Role.DATA_STEWARD: frozenset(),
-    Role.OPERATOR: frozenset(),
+    )
+    | REGISTRY_READ_PERMISSIONS
+    | IDENTITY_COMPLIANCE_PERMISSIONS
+    | frozenset({"reenactment.withdraw_renderjob"})
+    | JOB_READ_PERMISSIONS,
+    Role.DATA_STEWARD: REGISTRY_READ_PERMISSIONS | REGISTRY_WRITE_PERMISSIONS,
+    Role.OPERATOR: JOB_READ_PERMISSIONS,
 }
+# Render jobs (the reenactment app, named by string: governance never imports it). Requesters
+# create jobs and see their own; reviewers see every job (they approve them); compliance
+# officers and operators also see the worker pool, and compliance officers withdraw outputs.
+ROLE_PERMISSIONS[Role.REQUESTER] |= frozenset(
+    {
+        "reenactment.add_renderjob",
+        "reenactment.add_webhookendpoint",
+        # Requesters pick the model version a job runs on.
+        "governance.view_modelversion",
+    }
+)
+ROLE_PERMISSIONS[Role.REVIEWER] |= frozenset({"reenactment.view_renderjob"})

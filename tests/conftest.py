@@ -92,8 +92,23 @@ def _worker_env() -> dict[str, str]:
     }
 
 
+def _die_with_parent() -> None:
+    """Runs in the worker child before exec: SIGTERM it when the test process dies, so an
+    interrupted test run never leaves a worker consuming the shared test queues."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_worker(
-    tmp_path: Path, *, queues: str = "default,gpu", concurrency: int = 1, name: str = "w"
+    tmp_path: Path,
+    *,
+    queues: str = "default,gpu",
+    concurrency: int = 1,
+    name: str = "w",
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
     nodename = f"{name}-{uuid.uuid4().hex[:8]}@test"
     log_path = tmp_path / f"{nodename.split('@')[0]}.log"
@@ -117,7 +132,12 @@ def start_worker(
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=_worker_env(), stdout=log, stderr=subprocess.STDOUT
+            command,
+            cwd=REPO_ROOT,
+            env={**_worker_env(), **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
     worker = WorkerProcess(process, nodename, log_path)
     deadline = time.monotonic() + 90

@@ -161,6 +161,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Consented portrait reenactment with approvals, identity checks and provenance.",
     "VERSION": PRODUCT_VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
+    # Several models have a "status" field with different choices: name each enum explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "ProvenanceStatusEnum": "governance.models.provenance.ProvenanceStatus",
+        "ModelVersionStatusEnum": "governance.models.registry.ModelVersionStatus",
+        "SnapshotStatusEnum": "governance.models.registry.SnapshotStatus",
+    },
 }
 
 # Celery. Without CELERY_BROKER_URL the single-host run uses kombu's on-disk transport, so
@@ -188,8 +194,33 @@ C2PA_SIGNER_CHAIN = env.path("C2PA_SIGNER_CHAIN", None)
 C2PA_SIGNER_KEY = env.path("C2PA_SIGNER_KEY", None)
 C2PA_TRUST_ANCHORS = env.path("C2PA_TRUST_ANCHORS", None)
 C2PA_TSA_URL = env.optional("C2PA_TSA_URL")
+PROVENANCE_VERIFY_MAX_BYTES = env.int("PROVENANCE_VERIFY_MAX_BYTES", 1 << 30, minimum=1)
 # Production refuses to start without a signer (system check governance.E001).
 C2PA_SIGNER_REQUIRED = False
+
+# Render jobs (reenactment). Limits apply to uploads, checked by content before anything is stored.
+RENDER_DEVICE = env.str("RENDER_DEVICE", "auto")  # auto | cpu | cuda
+RENDER_DTYPE = env.str("RENDER_DTYPE", "auto")  # auto | float32 | float16 | bfloat16
+RENDER_MAX_PORTRAIT_BYTES = env.int("RENDER_MAX_PORTRAIT_BYTES", 20 << 20, minimum=1)
+RENDER_MAX_PORTRAIT_SIDE = env.int("RENDER_MAX_PORTRAIT_SIDE", 4096, minimum=256)
+RENDER_MAX_DRIVING_BYTES = env.int("RENDER_MAX_DRIVING_BYTES", 500 << 20, minimum=1)
+RENDER_MAX_DRIVING_SECONDS = env.int("RENDER_MAX_DRIVING_SECONDS", 600, minimum=1)
+RENDER_DRIVING_FACE_SAMPLES = env.int("RENDER_DRIVING_FACE_SAMPLES", 5, minimum=1)
+RENDER_SOFT_TIME_LIMIT = env.int("RENDER_SOFT_TIME_LIMIT", 3 * 3600, minimum=10)
+RENDER_TIME_LIMIT = env.int("RENDER_TIME_LIMIT", 3 * 3600 + 300, minimum=20)
+RENDER_LEASE_INTERVAL = env.float("RENDER_LEASE_INTERVAL", 10.0, minimum=0.1)
+RENDER_LEASE_TIMEOUT = env.float("RENDER_LEASE_TIMEOUT", 60.0, minimum=0.5)
+FACE_BACKEND = env.str("FACE_BACKEND", "dlib")
+LEAKAGE_MAX_SAMPLES = env.int("LEAKAGE_MAX_SAMPLES", 16, minimum=1)
+LEAKAGE_MAX_SIDE = env.int("LEAKAGE_MAX_SIDE", 512, minimum=64)
+LEAKAGE_PERFORMER_SAMPLES = env.int("LEAKAGE_PERFORMER_SAMPLES", 5, minimum=1)
+WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", 10.0, minimum=0.1)
+WORKER_HEARTBEAT_TIMEOUT = env.float("WORKER_HEARTBEAT_TIMEOUT", 45.0, minimum=1.0)
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", 8, minimum=0)
+WEBHOOK_RETRY_BACKOFF = env.int("WEBHOOK_RETRY_BACKOFF", 5, minimum=1)
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", False)
+DOWNLOAD_LINK_SECONDS = env.int("DOWNLOAD_LINK_SECONDS", 300, minimum=10)
 
 LOGGING = {
     "version": 1,

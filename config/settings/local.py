@@ -15,3 +15,6 @@ if (_DEV_CA / "chain.pem").exists():
     C2PA_SIGNER_CHAIN = env.path("C2PA_SIGNER_CHAIN", _DEV_CA / "chain.pem")
     C2PA_SIGNER_KEY = env.path("C2PA_SIGNER_KEY", _DEV_CA / "signer.key.pem")
     C2PA_TRUST_ANCHORS = env.path("C2PA_TRUST_ANCHORS", _DEV_CA / "root.pem")
+
+# Local receivers (a developer's own test endpoint) are plain http.
+WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", True)

@@ -16,3 +16,12 @@ STORAGES = {
 }
 # No collected static files in tests: WhiteNoise would only warn about the missing folder.
 MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise")]  # noqa: F405
+
+# Tests use loopback receivers over plain http, fast heartbeats and short webhook back-off.
+WEBHOOKS_ALLOW_HTTP = True
+WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", 1.0, minimum=0.1)
+WORKER_HEARTBEAT_TIMEOUT = env.float("WORKER_HEARTBEAT_TIMEOUT", 5.0, minimum=1.0)
+WEBHOOK_RETRY_BACKOFF = 1
+WEBHOOK_MAX_RETRIES = 3
+RENDER_LEASE_INTERVAL = env.float("RENDER_LEASE_INTERVAL", 0.5, minimum=0.1)
+RENDER_LEASE_TIMEOUT = env.float("RENDER_LEASE_TIMEOUT", 3.0, minimum=0.5)

@@ -77,6 +77,9 @@ _ERROR_DESCRIPTIONS = {
     403: "Authenticated but not allowed (code `permission_denied` or a business rule's code).",
     404: "No such object, or one the caller may not read (code `not_found`).",
     409: "The object's state does not allow the action (e.g. already decided or revoked).",
+    410: "Gone: the output was withdrawn, or the link expired (code says which).",
+    413: "The upload is larger than the configured limit (code `too_large`).",
+    422: "Understood but refused by a rule about the content (e.g. `face_mismatch`).",
     500: "A file failed its integrity check or a registered handler failed; nothing changed.",
 }
 

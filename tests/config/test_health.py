@@ -34,17 +34,9 @@ def test_readyz_is_green_with_a_real_worker_and_reports_it_missing_once_stopped(
 
 
 def test_readyz_reports_an_unreachable_broker_by_name(client, settings, db):
-    from config.celery_app import app
-
     # Port 9 (discard) on loopback: nothing listens there, so the connection is refused.
-    original = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:9/0"
-    try:
-        app.pool.force_close_all()
-        response = client.get("/readyz")
-    finally:
-        app.conf.broker_url = original
-        app.pool.force_close_all()
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"
+    response = client.get("/readyz")
     body = response.json()
     assert response.status_code == 503
     assert body["checks"]["database"]["ok"] is True

@@ -30,6 +30,8 @@ from tests.factories import (
     form_upload,
     photo_upload,
 )
+from tests.governance.registry_helpers import registry_endpoint
+from tests.governance.test_identity_api import identity_endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +59,37 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "GET audit/events":                               (401, 403, 403, 200, 403, 403),
     "GET audit/export":                               (401, 403, 403, 200, 403, 403),
     "GET audit/verify":                               (401, 403, 403, 200, 403, 403),
+    # Licensed data and the model registry: data stewards write, compliance officers read.
+    "GET licensors":                                  (401, 403, 403, 200, 200, 403),
+    "POST licensors/create":                          (401, 403, 403, 403, 201, 403),
+    "GET licences":                                   (401, 403, 403, 200, 200, 403),
+    "POST licences/create":                           (401, 403, 403, 403, 201, 403),
+    "GET licences/{licence}":                         (401, 404, 404, 200, 200, 404),
+    "POST licences/{licence}/withdraw":               (401, 404, 404, 403, 200, 404),
+    "GET datasets":                                   (401, 403, 403, 200, 200, 403),
+    "POST datasets/create":                           (401, 403, 403, 403, 201, 403),
+    "GET datasets/{dataset}":                         (401, 404, 404, 200, 200, 404),
+    "GET clips":                                      (401, 403, 403, 200, 200, 403),
+    "POST clips/create":                              (401, 403, 403, 403, 201, 403),
+    "GET clips/{clip}":                               (401, 404, 404, 200, 200, 404),
+    "GET snapshots":                                  (401, 403, 403, 200, 200, 403),
+    "POST snapshots/create":                          (401, 403, 403, 403, 201, 403),
+    "GET snapshots/{snapshot}":                       (401, 404, 404, 200, 200, 404),
+    "GET snapshots/{snapshot}/export":                (401, 404, 404, 403, 200, 404),
+    "GET snapshots/{snapshot}/status":                (401, 404, 404, 200, 200, 404),
+    # Requesters also read model versions: they pick the one a job runs on.
+    "GET models":                                     (401, 200, 403, 200, 200, 403),
+    "GET models/{model}":                             (401, 200, 404, 200, 200, 404),
+    "POST models/{model}/block":                      (401, 403, 404, 403, 200, 404),
+    "POST models/{model}/deprecate":                  (401, 403, 404, 403, 200, 404),
+    # Identity checks: reviewers read, compliance officers also release/reject and set thresholds.
+    "GET identity/leakage-reports":                   (401, 403, 200, 200, 403, 403),
+    "GET identity/leakage-reports/{report}":          (401, 404, 200, 200, 404, 404),
+    "POST identity/leakage-reports/{report}/release": (401, 404, 403, 200, 404, 404),
+    "POST identity/leakage-reports/{report}/reject":  (401, 404, 403, 200, 404, 404),
+    "GET identity/face-matches":                      (401, 403, 200, 200, 403, 403),
+    "GET identity/face-thresholds":                   (401, 403, 403, 200, 403, 403),
+    "POST identity/face-thresholds/{backend}/update": (401, 403, 403, 200, 403, 403),
 }
 # fmt: on
 
@@ -96,7 +129,11 @@ def _scope(person: Person | None = None) -> dict[str, object]:
 
 def _call(api: APIClient, world: World, endpoint: str):
     method, _, template = endpoint.partition(" ")
+    registry_ids, registry_body = registry_endpoint(world.users, endpoint)
+    identity_ids, identity_body = identity_endpoint(world.users, endpoint)
     path = template.format(
+        **registry_ids,
+        **identity_ids,
         person=world.person.pk,
         consent=world.consent.pk,
         request=world.approval_request.pk,
@@ -122,7 +159,8 @@ def _call(api: APIClient, world: World, endpoint: str):
     }
     if method == "GET":
         return api.get(url)
-    data, fmt = bodies[endpoint]()
+    body = registry_body or identity_body
+    data, fmt = body() if body else bodies[endpoint]()
     return api.post(url, data, format=fmt)
 
 

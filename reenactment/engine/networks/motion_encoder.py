@@ -217,36 +217,61 @@ class FANSelfAttentionBackbone(CheckpointedModule):
     checkpointing enabled, the three attention blocks (the memory-heavy part: 784 tokens x 1024) are
     recomputed in backward; BatchNorm layers are not checkpointed, because a recomputation in
     training mode would update their running statistics twice.
+
+    Args:
+        channels: Trunk widths ``(c0, c1, c2)``: stem, first ConvBlock (``att_1``), and the
+            hourglass level (``att_2``/``att_3``). Official: ``(64, 128, 256)``.
+        num_landmarks: Channels of the heat-map head (68 facial landmarks in FAN).
+        attention_heads: Heads of the patch attentions (8).
+        attention_head_dim: Channels per head (128); ``heads * head_dim`` must be divisible by
+            16 (the 4x4 patches of ``att_1``).
+        attention_norm_groups: GroupNorm groups of the patch attentions (32).
+
+    Only the defaults match the released checkpoint; smaller values give the seeded demo model
+    (:mod:`reenactment.engine.demo_model`) a CPU-fast encoder with the same structure.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (64, 128, 256),
+        num_landmarks: int = 68,
+        attention_heads: int = 8,
+        attention_head_dim: int = 128,
+        attention_norm_groups: int = 32,
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.conv2 = ConvBlock(64, 128)
-        self.conv3 = ConvBlock(128, 128)
-        self.conv4 = ConvBlock(128, 256)
-        self.m0 = HourGlass(depth=4, num_features=256)
-        self.top_m_0 = ConvBlock(256, 256)
-        self.conv_last0 = nn.Conv2d(256, 256, kernel_size=1)
-        self.l0 = nn.Conv2d(256, 68, kernel_size=1)
-        self.bn_end0 = nn.BatchNorm2d(256)
-        self.conv6 = nn.Conv2d(68, 1, kernel_size=3, stride=2, padding=1)
+        c0, c1, c2 = channels
+        attention = {
+            "num_attention_heads": attention_heads,
+            "attention_head_dim": attention_head_dim,
+            "norm_num_groups": attention_norm_groups,
+        }
+        self.conv1 = nn.Conv2d(3, c0, kernel_size=7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(c0)
+        self.conv2 = ConvBlock(c0, c1)
+        self.conv3 = ConvBlock(c1, c1)
+        self.conv4 = ConvBlock(c1, c2)
+        self.m0 = HourGlass(depth=4, num_features=c2)
+        self.top_m_0 = ConvBlock(c2, c2)
+        self.conv_last0 = nn.Conv2d(c2, c2, kernel_size=1)
+        self.l0 = nn.Conv2d(c2, num_landmarks, kernel_size=1)
+        self.bn_end0 = nn.BatchNorm2d(c2)
+        self.conv6 = nn.Conv2d(num_landmarks, 1, kernel_size=3, stride=2, padding=1)
         self.fc = nn.Linear(28 * 28, EXPRESSION_DIM)
-        self.bn5 = nn.BatchNorm2d(68)
-        self.att_1 = PatchSelfAttention(128, sample_size=112, patch_size=4)
-        self.att_2 = PatchSelfAttention(256, sample_size=56, patch_size=2)
-        self.att_3 = PatchSelfAttention(256, sample_size=56, patch_size=2)
+        self.bn5 = nn.BatchNorm2d(num_landmarks)
+        self.att_1 = PatchSelfAttention(c1, sample_size=112, patch_size=4, **attention)
+        self.att_2 = PatchSelfAttention(c2, sample_size=56, patch_size=2, **attention)
+        self.att_3 = PatchSelfAttention(c2, sample_size=56, patch_size=2, **attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         run = self.run_checkpointed
-        x = F.relu(self.bn1(self.conv1(x)))  # (N, 64, 112, 112)
-        x = run(self.att_1, self.conv2(x))  # (N, 128, 112, 112)
-        x = F.max_pool2d(x, 2)  # (N, 128, 56, 56)
-        x = run(self.att_2, self.conv4(self.conv3(x)))  # (N, 256, 56, 56)
+        x = F.relu(self.bn1(self.conv1(x)))  # (N, c0, 112, 112); c0 = 64 officially
+        x = run(self.att_1, self.conv2(x))  # (N, c1, 112, 112); c1 = 128
+        x = F.max_pool2d(x, 2)  # (N, c1, 56, 56)
+        x = run(self.att_2, self.conv4(self.conv3(x)))  # (N, c2, 56, 56); c2 = 256
         x = self.top_m_0(self.m0(x))
-        x = run(self.att_3, self.bn_end0(self.conv_last0(x)))  # (N, 256, 56, 56)
-        x = F.relu(self.bn5(self.l0(F.relu(x))))  # (N, 68, 56, 56) heat-map head
+        x = run(self.att_3, self.bn_end0(self.conv_last0(x)))  # (N, c2, 56, 56)
+        x = F.relu(self.bn5(self.l0(F.relu(x))))  # (N, 68, 56, 56) heat-map head (68 landmarks)
         x = self.conv6(x)  # (N, 1, 28, 28)
         # n 1 h w -> n (h w)
         x = F.relu(x.flatten(1))
@@ -260,17 +285,41 @@ class MotionEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
         extra_feat_dim: Box-parameter width (``dy, dx, scale`` = 3).
         out_ch: Channels per motion token (16); the 512-d code is cut into ``512 / out_ch``
             tokens.
+        backbone_channels: Trunk widths of :class:`FANSelfAttentionBackbone` (official
+            ``(64, 128, 256)``).
+        num_landmarks: Heat-map channels of the backbone head (68).
+        attention_heads: Heads of the backbone's patch attentions (8).
+        attention_head_dim: Channels per head of those attentions (128).
+        attention_norm_groups: GroupNorm groups of those attentions (32).
+
+    Only the defaults fit the released ``xnemo_motion_encoder.pth``; the other values exist for
+    small seeded test/demo models.
     """
 
     _supports_gradient_checkpointing = True
     pe: torch.Tensor
 
     @register_to_config
-    def __init__(self, extra_feat_dim: int = 3, out_ch: int = 16) -> None:
+    def __init__(
+        self,
+        extra_feat_dim: int = 3,
+        out_ch: int = 16,
+        backbone_channels: tuple[int, int, int] = (64, 128, 256),
+        num_landmarks: int = 68,
+        attention_heads: int = 8,
+        attention_head_dim: int = 128,
+        attention_norm_groups: int = 32,
+    ) -> None:
         super().__init__()
         if EXPRESSION_DIM % out_ch != 0:
             raise ValueError(f"out_ch must divide {EXPRESSION_DIM}, got {out_ch}")
-        self.model = FANSelfAttentionBackbone()
+        self.model = FANSelfAttentionBackbone(
+            channels=tuple(backbone_channels),  # type: ignore[arg-type]  # JSON gives lists
+            num_landmarks=num_landmarks,
+            attention_heads=attention_heads,
+            attention_head_dim=attention_head_dim,
+            attention_norm_groups=attention_norm_groups,
+        )
         self.register_buffer(
             "pe", motion_token_table(EXPRESSION_DIM // out_ch, out_ch), persistent=True
         )

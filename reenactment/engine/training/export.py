@@ -1,0 +1,243 @@
+"""Writing trained models: the official four-file layout and our model-folder layout.
+
+* :func:`export_official_checkpoints` - ``xnemo_reference_unet``, ``xnemo_denoising_unet``
+  (base + motion modules), ``xnemo_temporal_module`` (the ``.temporal_modules.`` sub-tree, split by
+  :func:`~reenactment.engine.loading.split_denoising_state_dict`) and ``xnemo_motion_encoder``, as
+  ``.safetensors`` and/or ``.pth`` (plain tensor dicts, loadable with ``weights_only=True``).
+  They load strictly through :mod:`reenactment.engine.loading` when the motion encoder is the
+  official one; a :class:`CompactMotionEncoder` file keeps its own (smaller) layout.
+* :func:`save_model_folder` - ``reference_unet/``, ``denoising_unet/``, ``motion_encoder/``,
+  ``image_encoder/``, ``vae/``, ``scheduler/`` and ``model_index.json`` (diffusers' layout, each
+  entry naming the library and class to instantiate), plus ``training.json``.
+
+Files are written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written model that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..loading import (
+    DENOISING_UNET_FILE,
+    MOTION_ENCODER_FILE,
+    REFERENCE_UNET_FILE,
+    TEMPORAL_MODULE_FILE,
+    split_denoising_state_dict,
+)
+from .components import Components
+
+PIPELINE_CLASS = "ReenactmentPipeline"
+
+
+def _plain(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, Any]:
+    out = {}
+    for key, value in state_dict.items():
+        tensor = value.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        out[key] = tensor.contiguous().clone()
+    return out
+
+
+def _denoiser_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    unet = getattr(module, "unet", module)  # the spatial baseline wraps the UNet
+    return unet.state_dict()
+
+
+def export_official_checkpoints(
+    folder: str | os.PathLike[str],
+    components: Components,
+    *,
+    formats: Iterable[str] = ("safetensors", "pth"),
+    dtype: torch.dtype | None = None,
+) -> list[Path]:
+    """Write the four release files; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    denoising, temporal = split_denoising_state_dict(_denoiser_state(components.denoising_unet))
+    parts = {
+        REFERENCE_UNET_FILE: components.reference_unet.state_dict(),
+        DENOISING_UNET_FILE: denoising,
+        TEMPORAL_MODULE_FILE: temporal,
+        MOTION_ENCODER_FILE: components.motion_encoder.state_dict(),
+    }
+    written = []
+    for name, state in parts.items():
+        tensors = _plain(state, dtype)
+        stem = Path(name).stem
+        for fmt in formats:
+            path = folder / f"{stem}.{fmt}"
+            tmp = path.with_name(path.name + ".tmp")
+            if fmt == "safetensors":
+                save_file(tensors, str(tmp))
+            elif fmt == "pth":
+                torch.save(tensors, tmp)
+            else:
+                raise ValueError(f"unknown checkpoint format {fmt!r}")
+            os.replace(tmp, path)
+            written.append(path)
+    return written
+
+
+def _library_of(module: object) -> str:
+    name = type(module).__module__
+    if name.startswith("diffusers"):
+        return "diffusers"
+    if name.startswith("transformers"):
+        return "transformers"
+    return name
+
+
+def save_model_folder(
+    folder: str | os.PathLike[str],
+    components: Components,
+    *,
+    dtype: torch.dtype | None = None,
+    training_info: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the complete model folder atomically (replacing an existing one).
+
+    Args:
+        folder: Destination.
+        components: The trained networks.
+        dtype: Cast floating tensors for storage (e.g. ``torch.float16`` to halve the size;
+            diffusers networks load them back in float32 unless told otherwise). The CLIP image
+            encoder is always stored in float32 (transformers keeps the stored dtype).
+        training_info: Written to ``training.json``.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        modules: dict[str, Any] = {
+            "reference_unet": components.reference_unet,
+            "denoising_unet": components.denoising_unet,
+            "motion_encoder": components.motion_encoder,
+            "vae": components.vae,
+        }
+        for name, module in modules.items():
+            original = {k: v.clone() for k, v in module.state_dict().items()}
+            if dtype is not None:
+                module.to(dtype)
+            try:
+                module.save_pretrained(tmp / name, safe_serialization=True)
+            finally:
+                if dtype is not None:
+                    module.to(torch.float32)
+                    module.load_state_dict(original)
+        components.image_encoder.save_pretrained(tmp / "image_encoder")
+        scheduler = components.inference_scheduler()
+        scheduler.save_pretrained(tmp / "scheduler")
+        index: dict[str, Any] = {
+            "_class_name": PIPELINE_CLASS,
+            "_diffusers_version": diffusers.__version__,
+        }
+        for name, module in {
+            **modules,
+            "image_encoder": components.image_encoder,
+            "scheduler": scheduler,
+        }.items():
+            index[name] = [_library_of(module), type(module).__name__]
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        if training_info is not None:
+            (tmp / "training.json").write_text(
+                json.dumps(training_info, indent=2, sort_keys=True, default=str) + "\n"
+            )
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def folder_safetensors_bytes(folder: str | os.PathLike[str]) -> int:
+    """Total size of the ``.safetensors`` files below ``folder``."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*.safetensors"))
+
+
+MODEL_SUBFOLDERS = ("reference_unet", "denoising_unet", "motion_encoder", "vae", "image_encoder")
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def resolve_model_folder(path: str | os.PathLike[str]) -> Path:
+    """A model folder, or a run folder's ``model/`` sub-folder."""
+    path = Path(path)
+    if (path / "model" / "model_index.json").is_file():
+        return path / "model"
+    if (path / "model_index.json").is_file():
+        return path
+    raise FileNotFoundError(f"{path} is neither a model folder nor a run folder with model/")
+
+
+def load_model_folder_weights(
+    source: str | os.PathLike[str],
+    components: Components,
+    names: Iterable[str] | None = None,
+) -> list[str]:
+    """Load the weights of a model folder into existing networks (strictly); returns the names.
+
+    Args:
+        source: Model folder or run folder.
+        components: Networks to fill (float32 parameters receive float16 files unchanged in
+            value).
+        names: Sub-folders to load (default: every one present).
+    """
+    folder = resolve_model_folder(source)
+    wanted = list(names) if names is not None else list(MODEL_SUBFOLDERS)
+    loaded = []
+    for name in wanted:
+        if name not in MODEL_SUBFOLDERS:
+            raise ValueError(f"unknown model component {name!r}")
+        sub = folder / name
+        files = [sub / f for f in _WEIGHT_FILES if (sub / f).is_file()]
+        if not files:
+            if names is not None:
+                raise FileNotFoundError(f"{sub}: no weights")
+            continue
+        state = load_file(str(files[0]))
+        getattr(components, name).load_state_dict(state, strict=True)
+        loaded.append(name)
+    return loaded
+
+
+def load_model_folder(source: str | os.PathLike[str]) -> Components:
+    """Rebuild :class:`Components` from a folder written by :func:`save_model_folder`.
+
+    The architecture comes from ``training.json`` (``model_config``); all networks are returned
+    in float32, eval mode, on the CPU.
+    """
+    from .components import ModelConfig, build_components
+
+    folder = resolve_model_folder(source)
+    info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    components = build_components(ModelConfig(**info["model_config"]))
+    load_model_folder_weights(folder, components, MODEL_SUBFOLDERS)
+    for name in MODEL_SUBFOLDERS:
+        getattr(components, name).eval()
+    return components
+
+
+__all__ = [
+    "PIPELINE_CLASS",
+    "export_official_checkpoints",
+    "MODEL_SUBFOLDERS",
+    "folder_safetensors_bytes",
+    "load_model_folder",
+    "load_model_folder_weights",
+    "resolve_model_folder",
+    "save_model_folder",
+]

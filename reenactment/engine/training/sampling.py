@@ -1,0 +1,132 @@
+"""A minimal reenactment sampler for trained models (evaluation, samples, smoke tests).
+
+It follows the release's inference recipe (spec sec. 4) on already-cropped frames: CLIP token and
+VAE latent of the reference; motion tokens of the driving frames, and of the reference itself for
+the unconditional branch; initial latents = the reference latent blurred (9x9 Gaussian, sigma 18,
+reflect) and noised to the first DDIM timestep; DDIM (eta 0) with classifier-free guidance through
+:class:`ReferenceAttentionControl` + :func:`guided_noise_prediction`; VAE decode with
+``num_frames`` = clip length. Box parameters are ``(0, 0, 1)`` as in the release. No sliding
+windows: clips must fit the temporal table (<= 32 frames).
+
+The product pipeline (``pipeline_reenactment.py``) adds face tracking, windows and video I/O; this
+module only exists so the trainer and the benchmark do not depend on it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..networks import ReferenceAttentionControl, guided_noise_prediction
+from .components import Components, encode_clip, vae_decode, vae_encode
+
+INIT_BLUR_KERNEL = 9
+INIT_BLUR_SIGMA = 18.0
+
+
+def gaussian_blur(latents: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding on ``(N, C, H, W)``."""
+    half = kernel // 2
+    x = torch.arange(kernel, dtype=torch.float32, device=latents.device) - half
+    weights = torch.exp(-(x**2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).to(latents.dtype)
+    channels = latents.shape[1]
+    pad = min(half, latents.shape[-1] - 1, latents.shape[-2] - 1)
+    out = F.pad(latents, (pad, pad, pad, pad), mode="reflect")
+    if pad < half:
+        # Tiny latents: renormalise a shorter kernel instead of over-padding.
+        weights = weights[half - pad : half + pad + 1]
+        weights = weights / weights.sum()
+    k = weights.numel()
+    out = F.conv2d(out, weights.view(1, 1, 1, k).expand(channels, 1, 1, k), groups=channels)
+    return F.conv2d(out, weights.view(1, 1, k, 1).expand(channels, 1, k, 1), groups=channels)
+
+
+def motion_condition(
+    components: Components, images: torch.Tensor, size: int | None = None
+) -> torch.Tensor:
+    """Motion input of the denoiser for crops ``(B, 3, F, S, S)`` or ``(B, 3, S, S)``.
+
+    Motion tokens ``(B, F, 32, 16)`` / ``(B, 32, 16)`` for X-NeMo, spatial maps for the baseline.
+    Box parameters are ``(0, 0, 1)``.
+    """
+    size = size or components.config.motion_input_size
+    clip = images.ndim == 5
+    flat = images.transpose(1, 2).flatten(0, 1) if clip else images
+    if flat.shape[-1] != size:
+        flat = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True)
+    bbox = flat.new_tensor([0.0, 0.0, 1.0]).expand(flat.shape[0], 3)
+    out = components.motion_encoder(flat, bbox)
+    if clip:
+        # (b f) ... -> b f ...
+        out = out.reshape(images.shape[0], images.shape[2], *out.shape[1:])
+    return out
+
+
+@torch.no_grad()
+def reenact(
+    components: Components,
+    reference: torch.Tensor,
+    driving: torch.Tensor,
+    *,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 2.5,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Animate ``reference`` ``(B, 3, S, S)`` with ``driving`` ``(B, 3, F, S, S)`` (``[-1, 1]``).
+
+    Returns:
+        Frames ``(B, 3, F, S, S)`` in ``[-1, 1]``.
+    """
+    batch, _, frames, _, _ = driving.shape
+    if frames > 32:
+        raise ValueError("at most 32 frames per call (temporal position table)")
+    device = reference.device
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    for module in (
+        components.reference_unet,
+        components.denoising_unet,
+        components.motion_encoder,
+        components.vae,
+    ):
+        module.eval()
+    clip = encode_clip(components.image_encoder, reference)
+    ref_latent = vae_encode(components.vae, reference)  # (B, 4, h, w)
+    motion = motion_condition(components, driving)
+    neg_motion = motion_condition(components, reference)
+    if neg_motion.ndim == 4 and motion.ndim == 5:
+        # Spatial baseline: (B, C, h, w) -> (B, F, C, h, w) per frame.
+        neg_motion = neg_motion[:, None].expand_as(motion)
+
+    scheduler = components.inference_scheduler()
+    scheduler.set_timesteps(num_inference_steps)
+    first = scheduler.timesteps[0]
+    blurred = gaussian_blur(ref_latent, INIT_BLUR_KERNEL, INIT_BLUR_SIGMA)
+    # b c h w -> b c f h w
+    init = blurred[:, :, None].expand(-1, -1, frames, -1, -1)
+    noise = torch.randn(init.shape, generator=generator).to(device)
+    latents = scheduler.add_noise(init, noise, first.reshape(1))
+
+    with ReferenceAttentionControl(
+        components.reference_unet, components.denoising_unet, do_classifier_free_guidance=True
+    ) as control:
+        control.write(ref_latent, clip)
+        for t in scheduler.timesteps:
+            step = guided_noise_prediction(
+                components.denoising_unet,
+                latents,
+                t,
+                clip,
+                motion,
+                neg_motion,
+                guidance_scale,
+            )
+            latents = scheduler.step(step.noise_pred, t, latents).prev_sample
+    # b c f h w -> (b f) c h w
+    flat = latents.transpose(1, 2).flatten(0, 1)
+    images = vae_decode(components.vae, flat, num_frames=frames).clamp(-1, 1)
+    # (b f) c h w -> b c f h w
+    return images.reshape(batch, frames, *images.shape[1:]).transpose(1, 2)
+
+
+__all__ = ["gaussian_blur", "motion_condition", "reenact"]

@@ -1,0 +1,1010 @@
+"""End-to-end X-NeMo trainer (stages 0, 1 and 2), single process or DDP under ``torchrun``.
+
+Stages (spec sec. 5; the release itself is inference-only):
+
+* **stage 0** - only for small models with a tiny VAE: trains the VAE as an autoencoder on the
+  snapshot's frames (L1 + random-feature perceptual + small KL), then standardises its latent
+  channels so that ``0.18215 * latent`` has zero mean and unit variance (exact reparametrisation;
+  see :mod:`.components`).
+* **stage 1** - image-level: the reference UNet, the denoising UNet **without** its temporal
+  modules, the motion encoder and the motion cross-attention (``motion_modules``) are trained
+  jointly with the diffusion loss; the dual GAN decoder (:mod:`.gan_decoder`) reconstructs the
+  driving frames from the motion latent and sends its reconstruction/adversarial/feature-matching/
+  perceptual gradients into the motion encoder. The driving frames are augmented
+  (:mod:`.augmentations`) and about 30 % of the reference tokens handed to each denoiser block are
+  dropped. The temporal modules stay frozen (they are zero-initialised, i.e. identities).
+* **stage 2** - clip-level: only the ``temporal_modules`` are trained; everything else is frozen.
+
+Classifier-free guidance is trained by making a whole step unconditional with probability
+``uncond_probability``: zero CLIP token, no reference features, and the reference image's own
+motion as the motion input - exactly the release's negative branch.
+
+Determinism and resumption: all randomness of step ``k`` (data keys, augmentations, timesteps,
+noise, dropped tokens, unconditional steps, global RNG for dropout) is derived from
+``(seed, k, rank)``, and a checkpoint holds networks, optimisers, LR schedule, EMA and the RNG
+states, written atomically. A resumed run therefore continues bit for bit as an uninterrupted one
+would (on the same hardware and thread count).
+
+Multi-GPU: when ``WORLD_SIZE > 1`` (``torchrun``) the process group is initialised from the
+environment, each rank takes its own clips (a :class:`~torch.utils.data.DistributedSampler`
+permutation per epoch) and gradients are averaged with ``all_reduce`` before every optimiser
+step. Gradients are reduced explicitly rather than through ``DistributedDataParallel`` wrappers
+because the reference UNet reaches the loss only through the banks it writes (a side channel DDP
+cannot see) and part of it never receives gradients; the arithmetic is the same as DDP's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..networks import clear_reference_banks, load_reference_banks
+from ..networks.reference_attention import run_reference_pass
+from .augmentations import AugmentationConfig
+from .components import (
+    LATENT_SCALE,
+    ModelConfig,
+    build_components,
+    encode_clip,
+    is_vae_temporal_parameter,
+    vae_encode,
+)
+from .datasets import ClipDataset, SampleConfig, StepSampler, collate
+from .export import export_official_checkpoints, save_model_folder
+from .gan_decoder import DualDiscriminator, MotionDecoder
+from .losses import (
+    RandomFeaturePerceptualLoss,
+    diffusion_loss,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    kl_loss,
+    reconstruction_loss,
+)
+from .manifest import SnapshotManifest, SnapshotStatusChecker, read_manifest
+
+TEMPORAL_MARKER = ".temporal_modules."
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "state.pt"
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GanConfig:
+    """Dual GAN decoder of stage 1 (loss weights are per term).
+
+    Args:
+        enabled: Train the decoder (ignored for the spatial baseline, which has no 1-D latent).
+        learning_rate: Adam learning rate of the decoder and the discriminators.
+        weight: Overall weight of the decoder's generator loss in the stage-1 objective.
+        reconstruction_weight: L1 weight.
+        perceptual_weight: Random-feature perceptual weight.
+        adversarial_weight: Hinge generator weight.
+        feature_matching_weight: Feature-matching weight.
+        adversarial_start: Step from which the adversarial and feature-matching terms count.
+    """
+
+    enabled: bool = True
+    learning_rate: float = 2e-4
+    weight: float = 0.1
+    reconstruction_weight: float = 1.0
+    perceptual_weight: float = 0.5
+    adversarial_weight: float = 0.05
+    feature_matching_weight: float = 1.0
+    adversarial_start: int = 200
+
+
+@dataclass
+class TrainingConfig:
+    """One training run (JSON with the same keys; ``model`` may name a ``preset``).
+
+    Args:
+        stage: 0 (tiny VAE), 1 (image-level X-NeMo) or 2 (temporal modules).
+        model: Network sizes and sources (:class:`ModelConfig`).
+        output_dir: Checkpoints, logs and the exported model.
+        init_from: A run folder (its ``model/``) or model folder to start from (stage 1 after
+            stage 0, stage 2 after stage 1).
+        init_components: Which networks to take from ``init_from`` (default: all it holds).
+        max_steps: Optimisation steps.
+        batch_size: Clips per step and process.
+        frames: Frames per clip sample (stage 1: independent images sharing a reference).
+        frame_stride: Stride of the frame window.
+        learning_rate: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        adam_betas: AdamW betas.
+        warmup_steps: Linear warm-up of the learning rate.
+        max_grad_norm: Gradient clipping (0 disables).
+        reference_mask_ratio: Share of reference tokens dropped per block (stage 1).
+        uncond_probability: Share of unconditional (CFG) steps.
+        augment: Augment the driving frames.
+        augmentation: Augmentation probabilities and strengths.
+        gan: The GAN decoder (stage 1).
+        vae_kl_weight: Stage 0 KL weight.
+        vae_perceptual_weight: Stage 0 perceptual weight.
+        vae_latent_noise: Stage 0 posterior sampling (0: decode the posterior mean, a plain
+            autoencoder - what the diffusion model and the pipeline use; 1: the usual VAE).
+        vae_train_encoder: Stage 0 trains the encoder too. False fine-tunes only the decoder:
+            the latent space stays fixed, so an improved decoder can replace the old one in models
+            already trained on those latents (and no recalibration happens).
+        mixed_precision: ``"no"``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with scaling).
+        gradient_checkpointing: Recompute activations of the big blocks in backward.
+        ema_decay: Exponential moving average of the trainable weights (0 disables); the export
+            uses the averaged weights.
+        seed: Run seed.
+        log_every: Steps between log lines.
+        save_every: Steps between checkpoints (0: only at the end).
+        keep_checkpoints: Checkpoints kept on disk.
+        export_dtype: ``"float32"`` or ``"float16"`` storage of the exported model folder.
+        export_formats: Formats of the four-file export.
+        num_workers: DataLoader worker processes (0 = load in the training process).
+    """
+
+    stage: int = 1
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "small"})
+    output_dir: str = "var/training/run"
+    init_from: str | None = None
+    init_components: list[str] | None = None
+    max_steps: int = 1000
+    batch_size: int = 4
+    frames: int = 2
+    frame_stride: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    reference_mask_ratio: float = 0.3
+    uncond_probability: float = 0.1
+    augment: bool = True
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    gan: dict[str, Any] = field(default_factory=dict)
+    vae_kl_weight: float = 1e-6
+    vae_perceptual_weight: float = 0.2
+    vae_latent_noise: float = 0.0
+    vae_train_encoder: bool = True
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    export_dtype: str = "float32"
+    export_formats: tuple[str, ...] = ("safetensors",)
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stage not in (0, 1, 2):
+            raise ValueError("stage must be 0, 1 or 2")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
+        if not 0.0 <= self.reference_mask_ratio < 1.0:
+            raise ValueError("reference_mask_ratio must be in [0, 1)")
+        self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        self.export_formats = tuple(self.export_formats)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> TrainingConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def gan_config(self) -> GanConfig:
+        return GanConfig(**self.gan)
+
+    @property
+    def augmentation_config(self) -> AugmentationConfig:
+        data = dict(self.augmentation)
+        if "face_crop_context" in data:
+            data["face_crop_context"] = tuple(data["face_crop_context"])
+        return AugmentationConfig(**data)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def step_seed(seed: int, step: int, rank: int, purpose: int = 0) -> int:
+    """A 62-bit seed for one purpose of one step on one rank."""
+    state = np.random.SeedSequence([seed, step, rank, purpose]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(2))
+
+
+def mask_reference_banks(
+    banks: Mapping[str, torch.Tensor], ratio: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Keep a random ``1 - ratio`` share of each bank's tokens (independently per row).
+
+    Token order is irrelevant to the reference attention (no positional term on the keys), so the
+    kept tokens are simply gathered.
+    """
+    if ratio <= 0:
+        return dict(banks)
+    out = {}
+    for name in sorted(banks):
+        bank = banks[name]  # (B, L, C)
+        rows, length, channels = bank.shape
+        keep = max(1, round(length * (1.0 - ratio)))
+        order = torch.rand(rows, length, generator=generator).argsort(dim=1)[:, :keep]
+        index = order.to(bank.device)[..., None].expand(rows, keep, channels)
+        out[name] = bank.gather(1, index)
+    return out
+
+
+def is_temporal_parameter(name: str) -> bool:
+    return TEMPORAL_MARKER in f".{name}"
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistributedContext:
+    """Initialise ``torch.distributed`` from the ``torchrun`` environment if ``WORLD_SIZE > 1``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, init_method="env://")
+    return DistributedContext(rank=rank, world_size=world, local_rank=local_rank)
+
+
+def _contiguous_group_norm_input(module: nn.Module, args: tuple[Any, ...]) -> Any:
+    x = args[0]
+    if torch.is_tensor(x) and not x.requires_grad and not x.is_contiguous():
+        return (x.contiguous(), *args[1:])
+    return None
+
+
+def guard_group_norm_backward(module: nn.Module) -> None:
+    """Work around a torch 2.13 CPU crash (segmentation fault) in ``GroupNorm`` backward.
+
+    When a GroupNorm's affine parameters need gradients but its input does not, and the input is
+    a permuted (channels-last strided) view - the temporal modules' input is the motion module's
+    permuted output, frozen in stage 2 - the backward kernel crashes. Making such inputs
+    contiguous first avoids it and changes no value.
+    """
+    for sub in module.modules():
+        if isinstance(sub, nn.GroupNorm):
+            sub.register_forward_pre_hook(_contiguous_group_norm_input)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            str(x) if i == 0 else (x.tolist() if isinstance(x, np.ndarray) else x)
+            for i, x in enumerate(np.random.get_state())
+        ],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state[0],
+            np.asarray(numpy_state[1], dtype=np.uint32),
+            int(numpy_state[2]),
+            int(numpy_state[3]),
+            float(numpy_state[4]),
+        )
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs one stage of training from a snapshot manifest.
+
+    Args:
+        config: The run.
+        manifest_path: The dataset-snapshot manifest (the only data source).
+        status_checker: Snapshot status source (default: ``status.json`` next to the manifest).
+        device: Where to train (default: the local CUDA device, else CPU).
+        show_progress: Show a tqdm bar on the main process.
+    """
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        manifest_path: str | os.PathLike[str],
+        *,
+        status_checker: SnapshotStatusChecker | None = None,
+        device: str | torch.device | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.dist = init_distributed()
+        if device is None:
+            device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.output_dir = Path(config.output_dir)
+        self.show_progress = show_progress and self.dist.is_main
+        # 1. Data: the manifest is checked (withdrawn snapshots refused) before anything else.
+        self.manifest: SnapshotManifest = read_manifest(
+            manifest_path, status_checker=status_checker
+        )
+        self.model_config = ModelConfig.from_dict(config.model)
+        self.dataset = ClipDataset(
+            self.manifest,
+            SampleConfig(
+                size=self.model_config.resolution,
+                frames=config.frames,
+                frame_stride=config.frame_stride,
+                augment=config.augment and config.stage == 1,
+                augmentation=config.augmentation_config,
+            ),
+        )
+        self.sampler = StepSampler(
+            len(self.dataset),
+            config.batch_size,
+            config.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        # 2. Networks.
+        self.components = build_components(self.model_config, seed=config.seed)
+        if config.init_from:
+            self._load_initial_weights(Path(config.init_from))
+        self.use_gan = (
+            config.stage == 1 and config.gan_config.enabled and self.model_config.variant == "xnemo"
+        )
+        self.gan_decoder: MotionDecoder | None = None
+        self.discriminator: DualDiscriminator | None = None
+        self.perceptual = RandomFeaturePerceptualLoss().to(self.device)
+        if self.use_gan:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + 1)
+                tokens = 512
+                self.gan_decoder = MotionDecoder(token_dim=tokens)
+                self.discriminator = DualDiscriminator()
+        self._move_to_device()
+        for module in self._networks().values():
+            guard_group_norm_backward(module)
+        self.trainable = self._select_trainable()
+        if config.gradient_checkpointing:
+            for module in self._networks().values():
+                if getattr(module, "_supports_gradient_checkpointing", False):
+                    module.enable_gradient_checkpointing()
+        # 3. Optimisers, schedule, EMA.
+        params = [p for _, p in self.trainable]
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=config.learning_rate,
+            betas=config.adam_betas,
+            weight_decay=config.weight_decay,
+        )
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
+        )
+        self.d_optimizer: torch.optim.Optimizer | None = None
+        if self.use_gan:
+            assert self.discriminator is not None
+            gan = config.gan_config
+            self.d_optimizer = torch.optim.Adam(
+                self.discriminator.parameters(), lr=gan.learning_rate, betas=(0.0, 0.99)
+            )
+        self.ema: dict[str, torch.Tensor] | None = None
+        if config.ema_decay > 0:
+            self.ema = {name: p.detach().clone().float() for name, p in self.trainable}
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=config.mixed_precision == "fp16" and self.device.type == "cuda"
+        )
+        self.step = 0
+        self.log_path = self.output_dir / "train_log.jsonl"
+
+    # ---------------------------------------------------------------- set-up
+
+    def _networks(self) -> dict[str, nn.Module]:
+        nets: dict[str, nn.Module] = {
+            "reference_unet": self.components.reference_unet,
+            "denoising_unet": self.components.denoising_unet,
+            "motion_encoder": self.components.motion_encoder,
+            "vae": self.components.vae,
+            "image_encoder": self.components.image_encoder,
+        }
+        if self.gan_decoder is not None and self.discriminator is not None:
+            nets["gan_decoder"] = self.gan_decoder
+            nets["discriminator"] = self.discriminator
+        return nets
+
+    def _move_to_device(self) -> None:
+        for module in self._networks().values():
+            nn.Module.to(module, self.device)
+
+    def _load_initial_weights(self, source: Path) -> None:
+        from .export import load_model_folder_weights
+
+        load_model_folder_weights(source, self.components, self.config.init_components)
+
+    def _select_trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """Freeze everything, then enable exactly the parameters of this stage."""
+        stage = self.config.stage
+        for module in self._networks().values():
+            module.requires_grad_(False)
+        trainable: list[tuple[str, nn.Parameter]] = []
+
+        def take(prefix: str, module: nn.Module, keep: Any = None) -> None:
+            for name, param in module.named_parameters():
+                if keep is None or keep(name):
+                    param.requires_grad_(True)
+                    trainable.append((f"{prefix}.{name}", param))
+
+        comps = self.components
+        if stage == 0:
+            frozen_temporal = self.model_config.vae.get("type") == "tiny"
+            encoder = self.config.vae_train_encoder
+
+            def vae_part(name: str) -> bool:
+                if frozen_temporal and is_vae_temporal_parameter(name):
+                    return False
+                return encoder or name.startswith("decoder.")
+
+            take("vae", comps.vae, vae_part)
+        elif stage == 1:
+            take("reference_unet", comps.reference_unet)
+            take("denoising_unet", comps.denoising_unet, lambda n: not is_temporal_parameter(n))
+            take("motion_encoder", comps.motion_encoder)
+            if self.gan_decoder is not None:
+                take("gan_decoder", self.gan_decoder)
+        else:
+            take("denoising_unet", comps.denoising_unet, is_temporal_parameter)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(True)
+        if not trainable:
+            raise ValueError(f"stage {stage} has no trainable parameters in this model")
+        return trainable
+
+    def _train_modes(self) -> None:
+        stage = self.config.stage
+        comps = self.components
+        comps.image_encoder.eval()
+        comps.vae.train(stage == 0)
+        comps.reference_unet.train(stage == 1)
+        comps.denoising_unet.train(stage >= 1)
+        comps.motion_encoder.train(stage == 1)
+        for module in (self.gan_decoder, self.discriminator):
+            if module is not None:
+                module.train()
+
+    def _autocast(self) -> Any:
+        if self.config.mixed_precision == "no":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.config.mixed_precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def checkpoint_dirs(self) -> list[Path]:
+        if not self.output_dir.is_dir():
+            return []
+        found = []
+        for path in self.output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+            suffix = path.name.removeprefix(CHECKPOINT_PREFIX)
+            if suffix.isdigit() and (path / STATE_FILE).is_file():
+                found.append(path)
+        return sorted(found, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "snapshot_id": self.manifest.snapshot_id,
+            "networks": {name: m.state_dict() for name, m in self._networks().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict() if self.d_optimizer else None,
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema,
+            "rng": _rng_state(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint-<step>/state.pt`` atomically (main process) and prune old ones."""
+        if not self.dist.is_main:
+            self._barrier()
+            return None
+        folder = self.output_dir / f"{CHECKPOINT_PREFIX}{self.step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_torch_save(self.state_dict(), folder / STATE_FILE)
+        for old in self.checkpoint_dirs()[: -max(1, self.config.keep_checkpoints)]:
+            (old / STATE_FILE).unlink(missing_ok=True)
+            try:
+                old.rmdir()
+            except OSError:
+                pass
+        self._barrier()
+        return folder
+
+    def load_checkpoint(self, folder: str | os.PathLike[str] | None = None) -> int:
+        """Restore the newest (or the given) checkpoint; returns its step (0 when none)."""
+        if folder is None:
+            found = self.checkpoint_dirs()
+            if not found:
+                return 0
+            folder = found[-1]
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+        if state["snapshot_id"] != self.manifest.snapshot_id:
+            raise ValueError(
+                f"checkpoint was trained on snapshot {state['snapshot_id']!r}, not "
+                f"{self.manifest.snapshot_id!r}"
+            )
+        for name, module in self._networks().items():
+            module.load_state_dict(state["networks"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.d_optimizer is not None and state["d_optimizer"] is not None:
+            self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if state["ema"] is not None:
+            self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        return self.step
+
+    def _barrier(self) -> None:
+        if self.dist.enabled:
+            dist.barrier()
+
+    # ---------------------------------------------------------------- one step
+
+    def _batch(self, step: int) -> dict[str, torch.Tensor]:
+        keys = self.sampler.keys(step)
+        batch = collate([self.dataset[key] for key in keys])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _batches(self, start: int, stop: int) -> Iterator[dict[str, torch.Tensor]]:
+        if self.config.num_workers <= 0:
+            for step in range(start, stop):
+                yield self._batch(step)
+            return
+        loader = torch.utils.data.DataLoader(
+            self.dataset,  # type: ignore[arg-type]
+            batch_sampler=[self.sampler.keys(step) for step in range(start, stop)],
+            collate_fn=collate,
+            num_workers=self.config.num_workers,
+            persistent_workers=False,
+        )
+        for batch in loader:
+            yield {k: v.to(self.device) for k, v in batch.items()}
+
+    def _motion(self, images: torch.Tensor) -> torch.Tensor:
+        """Motion input for ``(N, 3, S, S)`` crops (box parameters ``(0, 0, 1)``)."""
+        size = self.model_config.motion_input_size
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        bbox = images.new_tensor([0.0, 0.0, 1.0]).expand(images.shape[0], 3)
+        return self.components.motion_encoder(images, bbox)
+
+    def _stage0_step(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        vae = self.components.vae
+        frames = batch["target"]  # (B, 3, F, S, S)
+        num_frames = frames.shape[2]
+        # b c f h w -> (b f) c h w
+        images = frames.transpose(1, 2).flatten(0, 1)
+        with self._autocast():
+            posterior = vae.encode(images).latent_dist
+            latents = posterior.mean
+            if self.config.vae_latent_noise > 0:
+                noise = torch.randn(posterior.mean.shape, generator=generator).to(self.device)
+                latents = latents + self.config.vae_latent_noise * posterior.std * noise
+            recon = vae.decode(latents, num_frames=num_frames).sample
+        rec = reconstruction_loss(recon, images)
+        perc = self.perceptual(recon, images)
+        kl = kl_loss(posterior.mean, posterior.logvar)
+        loss = rec + self.config.vae_perceptual_weight * perc + self.config.vae_kl_weight * kl
+        return loss, {"rec": rec.item(), "perc": perc.item(), "kl": kl.item()}
+
+    def _diffusion_inputs(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        comps = self.components
+        reference, target = batch["reference"], batch["target"]
+        batch_size, _, num_frames = target.shape[:3]
+        with torch.no_grad():
+            clip = encode_clip(comps.image_encoder, reference)
+            ref_latent = vae_encode(comps.vae, reference)
+            # b c f h w -> (b f) c h w -> encode -> b c f h w
+            flat = vae_encode(comps.vae, target.transpose(1, 2).flatten(0, 1))
+            latents = flat.reshape(batch_size, num_frames, *flat.shape[1:]).transpose(1, 2)
+        timesteps = torch.randint(
+            0, comps.noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
+        ).to(self.device)
+        noise = torch.randn(latents.shape, generator=generator).to(self.device)
+        noisy = comps.noise_scheduler.add_noise(latents, noise, timesteps)
+        return {
+            "clip": clip,
+            "ref_latent": ref_latent,
+            "noisy": noisy,
+            "noise": noise,
+            "timesteps": timesteps,
+        }
+
+    def _denoise(
+        self,
+        inputs: dict[str, torch.Tensor],
+        motion: torch.Tensor,
+        uncond: bool,
+        generator: torch.Generator,
+        train_reference: bool,
+    ) -> torch.Tensor:
+        comps = self.components
+        clip = inputs["clip"]
+        if uncond:
+            clip = torch.zeros_like(clip)
+            clear_reference_banks(comps.denoising_unet)
+        else:
+            grad = torch.enable_grad() if train_reference else torch.no_grad()
+            with grad:
+                banks = run_reference_pass(comps.reference_unet, inputs["ref_latent"], clip, 0)
+            ratio = self.config.reference_mask_ratio if self.config.stage == 1 else 0.0
+            banks = mask_reference_banks(banks, ratio, generator)
+            load_reference_banks(comps.denoising_unet, banks, do_classifier_free_guidance=False)
+        # The banks stay loaded until the backward pass is over (cleared in _run_step): with
+        # gradient checkpointing the blocks are re-run in backward and must see them again.
+        return comps.denoising_unet(
+            inputs["noisy"], inputs["timesteps"], clip, motion, return_dict=False
+        )[0]
+
+    def _stage12_step(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        cfg = self.config
+        stage1 = cfg.stage == 1
+        reference, target, driving = batch["reference"], batch["target"], batch["driving"]
+        batch_size, _, num_frames = target.shape[:3]
+        uncond = bool(torch.rand((), generator=generator) < cfg.uncond_probability)
+        inputs = self._diffusion_inputs(batch, generator)
+        logs: dict[str, float] = {}
+        fake = None
+        with self._autocast():
+            grad = nullcontext() if stage1 else torch.no_grad()
+            with grad:
+                # b c f h w -> (b f) c h w
+                drive_motion = self._motion(driving.transpose(1, 2).flatten(0, 1))
+                if uncond:
+                    # The reference's own motion, for every frame (the CFG negative).
+                    ref_motion = self._motion(reference)
+                    motion = ref_motion.repeat_interleave(num_frames, dim=0)
+                else:
+                    motion = drive_motion
+                # (b f) ... -> b f ...
+                motion = motion.reshape(batch_size, num_frames, *motion.shape[1:])
+            pred = self._denoise(inputs, motion, uncond, generator, train_reference=stage1)
+            loss = diffusion_loss(pred, inputs["noise"])
+            logs["diff"] = loss.item()
+            if self.use_gan:
+                assert self.gan_decoder is not None and self.discriminator is not None
+                gan = cfg.gan_config
+                real = target.transpose(1, 2).flatten(0, 1)
+                ref_rep = reference.repeat_interleave(num_frames, dim=0)
+                fake = self.gan_decoder(ref_rep, drive_motion)
+                rec = reconstruction_loss(fake, real)
+                perc = self.perceptual(fake, real)
+                g_loss = gan.reconstruction_weight * rec + gan.perceptual_weight * perc
+                logs.update(rec=rec.item(), perc=perc.item())
+                if self.step >= gan.adversarial_start:
+                    self.discriminator.requires_grad_(False)
+                    fake_logits, fake_feats = self.discriminator(fake, ref_rep)
+                    with torch.no_grad():
+                        _, real_feats = self.discriminator(real, ref_rep)
+                    self.discriminator.requires_grad_(True)
+                    adv = hinge_generator_loss(fake_logits)
+                    fm = feature_matching_loss(real_feats, fake_feats)
+                    g_loss = g_loss + gan.adversarial_weight * adv
+                    g_loss = g_loss + gan.feature_matching_weight * fm
+                    logs.update(adv=adv.item(), fm=fm.item())
+                loss = loss + gan.weight * g_loss
+        logs["loss"] = loss.item()
+        logs["uncond"] = float(uncond)
+        return loss, logs, fake
+
+    def _discriminator_step(self, batch: dict[str, torch.Tensor], fake: torch.Tensor) -> float:
+        assert self.discriminator is not None and self.d_optimizer is not None
+        reference, target = batch["reference"], batch["target"]
+        num_frames = target.shape[2]
+        real = target.transpose(1, 2).flatten(0, 1)
+        ref_rep = reference.repeat_interleave(num_frames, dim=0)
+        with self._autocast():
+            real_logits, _ = self.discriminator(real, ref_rep)
+            fake_logits, _ = self.discriminator(fake.detach(), ref_rep)
+            # Mismatched pairs teach the pair head what "not this person" looks like.
+            shuffled = ref_rep.roll(shifts=num_frames, dims=0)
+            wrong_logits, _ = self.discriminator(real, shuffled)
+        loss = hinge_discriminator_loss(real_logits, fake_logits)
+        if reference.shape[0] > 1:
+            loss = loss + F.relu(1.0 + wrong_logits[1].float()).mean()
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._all_reduce(list(self.discriminator.parameters()))
+        self.d_optimizer.step()
+        return loss.item()
+
+    def _all_reduce(self, params: list[nn.Parameter] | list[torch.Tensor]) -> None:
+        if not self.dist.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.dist.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for name, param in self.trainable:
+                self.ema[name].mul_(decay).add_(param.detach().float(), alpha=1 - decay)
+
+    def train_step(self) -> dict[str, float]:
+        """Run optimisation step ``self.step`` and advance it."""
+        return self._run_step(self._batch(self.step))
+
+    def _run_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.config
+        seed = step_seed(cfg.seed, self.step, self.dist.rank)
+        torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
+        generator = torch.Generator().manual_seed(seed)
+        self._train_modes()
+        fake = None
+        try:
+            if cfg.stage == 0:
+                loss, logs = self._stage0_step(batch, generator)
+            else:
+                loss, logs, fake = self._stage12_step(batch, generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        finally:
+            clear_reference_banks(self.components.denoising_unet)
+        params = [p for _, p in self.trainable]
+        self._all_reduce(params)
+        if cfg.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            logs["grad_norm"] = float(norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr_scheduler.step()
+        if fake is not None and self.step >= cfg.gan_config.adversarial_start:
+            logs["d_loss"] = self._discriminator_step(batch, fake)
+        self._update_ema()
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.step += 1
+        return logs
+
+    # ---------------------------------------------------------------- the loop
+
+    def train(self, *, resume: bool = False) -> Path | None:
+        """Train to ``max_steps`` (resuming from the newest checkpoint if asked) and export.
+
+        Returns:
+            The exported model folder (main process), else ``None``.
+        """
+        cfg = self.config
+        if resume:
+            self.load_checkpoint()
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.json").write_text(
+                json.dumps(
+                    {**cfg.to_dict(), "snapshot_id": self.manifest.snapshot_id},
+                    indent=2,
+                    default=str,
+                )
+                + "\n"
+            )
+        progress = None
+        if self.show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(
+                total=cfg.max_steps, initial=self.step, desc=f"stage {cfg.stage}", unit="step"
+            )
+        started = time.perf_counter()
+        start_step = self.step
+        try:
+            for batch in self._batches(self.step, cfg.max_steps):
+                logs = self._run_step(batch)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "lr"})
+                if self.dist.is_main and (
+                    self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                ):
+                    elapsed = time.perf_counter() - started
+                    record = {"step": self.step, "elapsed_s": round(elapsed, 2), **logs}
+                    with self.log_path.open("a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save_checkpoint()
+        finally:
+            if progress is not None:
+                progress.close()
+        if self.step > start_step:
+            self.save_checkpoint()
+        return self.export()
+
+    # ---------------------------------------------------------------- export
+
+    def _apply_ema(self) -> dict[str, torch.Tensor] | None:
+        if self.ema is None:
+            return None
+        backup = {name: p.detach().clone() for name, p in self.trainable}
+        with torch.no_grad():
+            for name, param in self.trainable:
+                param.copy_(self.ema[name].to(param.dtype))
+        return backup
+
+    def _restore(self, backup: dict[str, torch.Tensor] | None) -> None:
+        if backup is None:
+            return
+        with torch.no_grad():
+            for name, param in self.trainable:
+                param.copy_(backup[name])
+
+    @torch.no_grad()
+    def calibrate_vae(self, batches: int = 8) -> torch.Tensor:
+        """Rescale the tiny VAE's latent channels (stage 0), exactly.
+
+        With the per-channel std ``s`` of the posterior means over a few batches, the encoder is
+        made to output ``z / (s * 0.18215)`` (``quant_conv`` mean rows rescaled, log variance
+        shifted) and ``decoder.conv_in`` absorbs the inverse factor, so reconstructions are
+        unchanged (up to float rounding) while ``0.18215 * latent`` gets unit variance per
+        channel. The mean is not shifted: with the zero padding of ``conv_in`` a shift would not
+        be exactly invertible at the borders.
+
+        Returns:
+            The ``(mean, std)`` of ``0.18215 * latent`` measured before calibration, ``(2, C)``.
+        """
+        vae = self.components.vae
+        vae.eval()
+        samples = []
+        for k in range(batches):
+            batch = self._batch(k)
+            images = batch["target"].transpose(1, 2).flatten(0, 1)
+            samples.append(vae.encode(images).latent_dist.mean)
+        latents = torch.cat(samples)  # (N, C, h, w), unscaled
+        mean = latents.mean(dim=(0, 2, 3))
+        std = latents.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        gain = 1.0 / (std * LATENT_SCALE)  # z' = gain * z
+        channels = mean.numel()
+        quant = vae.quant_conv
+        quant.weight[:channels] *= gain[:, None, None, None]
+        quant.bias[:channels] *= gain
+        quant.bias[channels:] += 2.0 * torch.log(gain)
+        # conv_in(z) = W z + b = (W / gain) z' + b.
+        vae.decoder.conv_in.weight /= gain[None, :, None, None]
+        return torch.stack([mean * LATENT_SCALE, std * LATENT_SCALE])
+
+    def export(self) -> Path | None:
+        """Write ``model/`` (folder layout) and ``official/`` (four files) on the main process."""
+        if not self.dist.is_main:
+            self._barrier()
+            return None
+        backup = self._apply_ema()
+        try:
+            info: dict[str, Any] = {
+                "stage": self.config.stage,
+                "steps": self.step,
+                "snapshot_id": self.manifest.snapshot_id,
+                "exported_at_snapshot": self.manifest.exported_at,
+                "licence_ids": list(self.manifest.licence_ids),
+                "model_config": self.model_config.to_dict(),
+                "training_config": self.config.to_dict(),
+                "ema": self.ema is not None,
+                "world_size": self.dist.world_size,
+            }
+            if self.config.stage == 0 and self.config.vae_train_encoder:
+                stats = self.calibrate_vae()
+                info["vae_latent_stats_before_calibration"] = stats.tolist()
+            dtype = torch.float16 if self.config.export_dtype == "float16" else None
+            folder = save_model_folder(
+                self.output_dir / "model", self.components, dtype=dtype, training_info=info
+            )
+            export_official_checkpoints(
+                self.output_dir / "official", self.components, formats=self.config.export_formats
+            )
+        finally:
+            self._restore(backup)
+        self._barrier()
+        return folder
+
+
+def train(
+    config: TrainingConfig,
+    manifest_path: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    status_checker: SnapshotStatusChecker | None = None,
+) -> Path | None:
+    """Build a :class:`Trainer` and run it; returns the exported model folder."""
+    trainer = Trainer(config, manifest_path, status_checker=status_checker)
+    try:
+        return trainer.train(resume=resume)
+    finally:
+        if trainer.dist.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+__all__ = [
+    "GanConfig",
+    "Trainer",
+    "TrainingConfig",
+    "guard_group_norm_backward",
+    "init_distributed",
+    "mask_reference_banks",
+    "step_seed",
+    "train",
+]

@@ -1,0 +1,1 @@
+"""Render-job services (writes). Entry points for APIs, tasks and governance hooks."""

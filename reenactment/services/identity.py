@@ -1,0 +1,74 @@
+"""Consent bound to faces at submission: the portrait must be the portrait subject, and the
+driving video's performer the consenting performer.
+
+Scores are computed here with the engine (``reenactment.engine.identity``) before the job
+exists; governance (``face_match_evaluate``) judges them, stores scores and the backend's
+fingerprint (never embeddings) and audits the outcome. A mismatch is recorded and audited in
+its own transaction and refuses the submission (422), so the refusal is on the record even
+though no job is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from governance.models import Person
+from governance.services.identity import face_match_evaluate
+from reenactment.engine import faces, video_io
+from reenactment.engine.identity import identity_match, sample_frame_indices
+from reenactment.services.inputs import CheckedInputs
+
+SUBMISSION_SUBJECT = "reenactment.submission"
+
+
+def _reference_image(person: Person) -> Any:
+    with person.reference_photo.file.open("rb") as handle:
+        return faces.load_rgb(handle.read())
+
+
+def _driving_samples(checked: CheckedInputs, count: int) -> list[Any]:
+    total = int(checked.driving.info.get("frames") or count)
+    wanted = set(sample_frame_indices(total, count=count))
+    frames = []
+    for index, frame in enumerate(video_io.iter_frames(checked.driving.path, max_side=640)):
+        if index in wanted:
+            frames.append(frame)
+        if index >= max(wanted):
+            break
+    return frames
+
+
+def render_job_identity_checks(
+    *, checked: CheckedInputs, subject: Person, performer: Person, acting_user: Any
+) -> list[int]:
+    """Run both face checks; ids of the FaceMatchRecords, or FaceMismatchError (422)."""
+    backend = faces.get_face_backend(settings.FACE_BACKEND)
+    submission = f"{checked.portrait.sha256[:24]}-{checked.driving.sha256[:24]}"
+    records = []
+    for person, check, candidates in (
+        (subject, "portrait_vs_subject", [checked.portrait_image]),
+        (
+            performer,
+            "driving_vs_performer",
+            _driving_samples(checked, settings.RENDER_DRIVING_FACE_SAMPLES),
+        ),
+    ):
+        scores = identity_match(_reference_image(person), candidates, backend)
+        record = face_match_evaluate(
+            subject_type=SUBMISSION_SUBJECT,
+            subject_id=submission,
+            person=person,
+            check=check,
+            scores=scores.to_dict(),
+            backend_info=backend.info.to_dict(),
+            acting_user=acting_user,
+            candidate_sha256=(
+                checked.portrait.sha256
+                if check == "portrait_vs_subject"
+                else checked.driving.sha256
+            ),
+        )
+        records.append(record.pk)
+    return records

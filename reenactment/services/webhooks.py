@@ -1,0 +1,157 @@
+"""Webhooks: a requester's registered URLs receive their jobs' state changes.
+
+Each event becomes one ``WebhookDelivery`` per active endpoint, created in the transaction of the
+state change and sent after commit by the ``reenactment.webhook_deliver`` task. The body is JSON;
+``X-Reenactment-Signature: sha256=<hex>`` is the HMAC-SHA256 of ``<timestamp>.<body>`` with the
+endpoint's secret, and ``X-Reenactment-Timestamp`` carries the timestamp, so receivers can reject
+replays. Failed attempts are retried with exponential backoff; every attempt is logged on the
+delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from config.api import ApplicationError
+from governance.audit_codes import AuditAction
+from governance.models import User
+from governance.services.audit import audit_event_record
+from reenactment.models import (
+    RenderJob,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+)
+
+SIGNATURE_HEADER = "X-Reenactment-Signature"
+TIMESTAMP_HEADER = "X-Reenactment-Timestamp"
+EVENT_HEADER = "X-Reenactment-Event"
+
+
+def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+@transaction.atomic(durable=True)
+def webhook_endpoint_create(*, owner: User, url: str, acting_user: User) -> WebhookEndpoint:
+    """Register ``url``; the returned endpoint's ``secret`` is shown to the owner once."""
+    if not url.startswith(("https://", "http://")):
+        raise ApplicationError("A webhook URL must be http(s).", code="invalid_url")
+    if url.startswith("http://") and not settings.WEBHOOKS_ALLOW_HTTP:
+        raise ApplicationError(
+            "Webhook URLs must use https in this deployment.", code="insecure_url"
+        )
+    endpoint = WebhookEndpoint.objects.create(owner=owner, url=url, secret=secrets.token_hex(32))
+    audit_event_record(
+        actor=acting_user,
+        action=AuditAction.WEBHOOK_ENDPOINT_CREATE,
+        target_type="reenactment.webhookendpoint",
+        target_id=endpoint.pk,
+        payload={"url": url, "owner_id": owner.pk},
+    )
+    return endpoint
+
+
+@transaction.atomic(durable=True)
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, acting_user: User) -> None:
+    endpoint.is_active = False
+    endpoint.save(update_fields=["is_active"])
+    audit_event_record(
+        actor=acting_user,
+        action=AuditAction.WEBHOOK_ENDPOINT_DISABLE,
+        target_type="reenactment.webhookendpoint",
+        target_id=endpoint.pk,
+    )
+
+
+def _event_payload(job: RenderJob, event: str) -> dict[str, Any]:
+    return {
+        "event": event,
+        "job": {
+            "id": job.pk,
+            "status": job.status,
+            "status_reason": job.status_reason,
+            "progress_percent": job.progress_percent,
+            "output_sha256": job.output_sha256 or None,
+        },
+        "occurred_at": timezone.now().isoformat(),
+    }
+
+
+def webhook_events_enqueue(*, job: RenderJob, event: str) -> list[int]:
+    """Create deliveries for the job owner's active endpoints; send them after commit."""
+    from reenactment.tasks import webhook_deliver_task
+
+    ids = []
+    for endpoint in WebhookEndpoint.objects.filter(owner_id=job.requested_by_id, is_active=True):
+        delivery = WebhookDelivery.objects.create(
+            endpoint=endpoint, job=job, event=event, payload=_event_payload(job, event)
+        )
+        ids.append(delivery.pk)
+    for delivery_id in ids:
+        transaction.on_commit(lambda d=delivery_id: webhook_deliver_task.delay(d))
+    return ids
+
+
+class WebhookAttemptFailed(Exception):  # noqa: N818 - an outcome the task retries on
+    pass
+
+
+def webhook_delivery_attempt(*, delivery_id: int, final: bool) -> None:
+    """POST one delivery; raise ``WebhookAttemptFailed`` when it should be retried."""
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None or delivery.status != WebhookDeliveryStatus.PENDING:
+        return
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(  # noqa: S310 - scheme checked at registration
+        delivery.endpoint.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": f"{settings.PRODUCT_NAME}/{settings.PRODUCT_VERSION}",
+            EVENT_HEADER: delivery.event,
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: webhook_signature(
+                secret=delivery.endpoint.secret, timestamp=timestamp, body=body
+            ),
+        },
+    )
+    code: int | None = None
+    error = ""
+    try:
+        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT) as response:  # noqa: S310
+            code = response.status
+    except urllib.error.HTTPError as exc:
+        code, error = exc.code, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    ok = code is not None and 200 <= code < 300
+    delivery.attempts += 1
+    delivery.last_status_code = code
+    delivery.last_error = error
+    delivery.log = [
+        *delivery.log,
+        {"at": timezone.now().isoformat(), "status_code": code, "error": error},
+    ]
+    if ok:
+        delivery.status = WebhookDeliveryStatus.DELIVERED
+        delivery.delivered_at = timezone.now()
+    elif final:
+        delivery.status = WebhookDeliveryStatus.FAILED
+    delivery.save()
+    if not ok and not final:
+        raise WebhookAttemptFailed(error or f"HTTP {code}")

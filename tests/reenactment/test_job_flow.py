@@ -1,0 +1,212 @@
+"""Render jobs end to end: API submission, two approvals, real worker processes on Redis,
+the tiny model on CPU, the verification chain, cancellation, and a worker killed mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from governance.audit_codes import AuditAction
+from governance.models import ApprovalStep, AuditEvent, LeakageReport
+from governance.roles import Role
+from reenactment.engine.video_io import probe_video
+from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+S = RenderJobStatus
+
+
+def api_as(user: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def submit(platform: Any, **parameters: Any) -> dict[str, Any]:
+    params = {"num_inference_steps": 2, "resolution": 64, "seed": 7, **parameters}
+    with platform.driving.open("rb") as driving:
+        response = api_as(platform.user(Role.REQUESTER)).post(
+            "/api/reenactment/jobs/create/",
+            {
+                "portrait": _named(platform.portrait_png, "portrait.png"),
+                "driving": driving,
+                "portrait_subject_id": platform.subject.pk,
+                "performer_id": platform.performer.pk,
+                "purpose": platform.purpose.pk,
+                "channels": ["internal"],
+                "territory": "WW",
+                "model_version_id": platform.model.pk,
+                "title": "integration",
+                "parameters": _json(params),
+            },
+            format="multipart",
+        )
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def _named(data: bytes, name: str) -> Any:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def approve_all(platform: Any, job_id: int) -> None:
+    """The reviewer, then the compliance officer, approve through the API."""
+    job = RenderJob.objects.get(pk=job_id)
+    for step in ApprovalStep.objects.filter(request_id=job.approval_request_id).order_by("order"):
+        decider = platform.user(Role(step.role))
+        response = api_as(decider).post(
+            f"/api/governance/approvals/steps/{step.pk}/decide/",
+            {"verdict": "approve", "reason": ""},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, worker: Any = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    log = worker.log()[-4000:] if worker else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{log}")
+
+
+def job_status(job_id: int) -> str:
+    return RenderJob.objects.values_list("status", flat=True).get(pk=job_id)
+
+
+def actions(job_id: int) -> list[str]:
+    return [
+        AuditAction(code).api_name
+        for code in AuditEvent.objects.filter(
+            target_type="reenactment.renderjob", target_id=str(job_id)
+        )
+        .order_by("sequence")
+        .values_list("action", flat=True)
+    ]
+
+
+def stored_outputs(media_root: Any) -> list[str]:
+    folder = media_root / "jobs" / "outputs"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_submit_approve_generate_and_verify_through_a_real_worker(platform, media_root):
+    worker = platform.worker()
+    job = submit(platform)
+    assert job["status"] == S.AWAITING_APPROVAL
+    job_id = job["id"]
+    approve_all(platform, job_id)
+
+    done = {S.PUBLISHED, S.QUARANTINED, S.FAILED, S.REJECTED}
+    wait_for(lambda: job_status(job_id) in done, 240, "the chain to finish", worker)
+    finished = RenderJob.objects.get(pk=job_id)
+    # The tiny demonstration network's output is not a face: the leakage gate must notice
+    # that faces are missing and quarantine it, never publish it.
+    assert finished.status == S.QUARANTINED, finished.status_reason
+    report = LeakageReport.objects.get(subject_type="reenactment.renderjob", subject_id=job_id)
+    assert report.verdict == "fail"
+    steps = dict(VerificationStep.objects.filter(job=finished).values_list("name", "status"))
+    assert steps == {"leakage": "failed", "provenance": "pending"}
+
+    assert finished.attempts == 1
+    assert finished.progress_percent == 100.0
+    assert [name for name in stored_outputs(media_root)] == [os.path.basename(finished.output.name)]
+    info = probe_video(media_root / finished.output.name)
+    assert info.frame_count == 24 and float(info.fps) == 24.0 and info.has_audio
+    assert actions(job_id) == [
+        "render_job.submit",
+        "render_job.await_approval",
+        "render_job.approve",
+        "render_job.queue",
+        "render_job.start",
+        "render_job.generate",
+        "render_job.verify",
+        "render_job.verification_step",
+        "render_job.quarantine",
+    ]
+
+    body = api_as(platform.user(Role.REQUESTER)).get(f"/api/reenactment/jobs/{job_id}/").json()
+    assert body["status"] == S.QUARANTINED
+    assert body["progress"]["percent"] == 100.0
+    workers = api_as(platform.user(Role.OPERATOR)).get("/api/reenactment/workers/").json()
+    assert [w["nodename"] for w in workers] == [worker.nodename]
+    assert workers[0]["device"]["kind"] == "cpu"
+    assert workers[0]["loaded_models"] == [platform.model.pk]
+
+
+LONG = {"num_inference_steps": 200, "resolution": 64}
+
+
+def running_with_progress(job_id: int) -> bool:
+    job = RenderJob.objects.get(pk=job_id)
+    return job.status == S.RUNNING and job.progress_step >= 2
+
+
+def test_cancel_while_running_stops_within_a_step_and_leaves_no_output(platform, media_root):
+    worker = platform.worker()
+    job_id = submit(platform, **LONG)["id"]
+    approve_all(platform, job_id)
+    wait_for(lambda: running_with_progress(job_id), 120, "generation to start", worker)
+
+    response = api_as(platform.user(Role.REQUESTER)).post(
+        f"/api/reenactment/jobs/{job_id}/cancel/", {"reason": "changed my mind"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == S.CANCELLED
+    # The worker notices at its next step: the lease stops being renewed soon after.
+    time.sleep(1.0)
+    stamp = RenderJob.objects.get(pk=job_id).lease_renewed_at
+    time.sleep(2.0)
+    assert RenderJob.objects.get(pk=job_id).lease_renewed_at == stamp
+    assert job_status(job_id) == S.CANCELLED
+    assert stored_outputs(media_root) == []
+    assert "render_job.generate" not in actions(job_id)
+
+
+def pool_children(main_pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(main_pid)], capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def test_a_worker_killed_mid_generation_is_redelivered_and_the_job_completes_once(
+    platform, media_root
+):
+    first, second = platform.worker(name="a"), platform.worker(name="b")
+    job_id = submit(platform, num_inference_steps=40, resolution=64)["id"]
+    approve_all(platform, job_id)
+    wait_for(lambda: running_with_progress(job_id), 120, "generation to start", first)
+
+    running_on = RenderJob.objects.get(pk=job_id).worker
+    victim = first if running_on == first.nodename else second
+    children = pool_children(victim.process.pid)
+    assert children, f"no pool process under {victim.nodename}"
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+
+    done = {S.PUBLISHED, S.QUARANTINED, S.FAILED, S.REJECTED}
+    wait_for(lambda: job_status(job_id) in done, 300, "the redelivered job to finish", victim)
+    job = RenderJob.objects.get(pk=job_id)
+    assert job.status == S.QUARANTINED, job.status_reason
+    assert job.attempts == 2
+    events = actions(job_id)
+    assert events.count("render_job.start") == 1
+    assert events.count("render_job.restart") == 1
+    assert events.count("render_job.generate") == 1
+    assert stored_outputs(media_root) == [os.path.basename(job.output.name)]
