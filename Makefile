@@ -23,6 +23,7 @@ run: $(STAMP)  ## Run web + worker + demo data on an embedded SQLite DB and brok
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py provenance_dev_ca
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py migrate --noinput -v 0
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py demo_seed
+	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py demo_jobs_seed
 	DJANGO_SETTINGS_MODULE=config.settings.local $(PY) manage.py run_local
 
 services:  ## Make sure PostgreSQL and Redis answer (start or install them when needed)

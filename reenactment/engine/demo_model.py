@@ -33,6 +33,10 @@ from .configs import scheduler_config, sd_unet_config, unet_additional_kwargs
 PathLike = str | os.PathLike[str]
 
 DEMO_MARKER = "_demo_model"
+#: Key of ``model_index.json`` holding the settings a model runs best with (a platform worker
+#: uses them unless a job sets its own): the tiny networks are made for small frames on a CPU.
+GENERATION_DEFAULTS_KEY = "_generation_defaults"
+DEMO_GENERATION_DEFAULTS = {"resolution": 64, "num_inference_steps": 8}
 
 #: The sd-image-variations UNet config at toy size (the 3-D denoiser is derived from it). The
 #: motion and temporal modules use 32-group GroupNorms whatever ``norm_num_groups`` says, so 32
@@ -167,6 +171,7 @@ def _model_index(seed: int) -> dict[str, Any]:
         "_class_name": "ReenactmentPipeline",
         "_diffusers_version": diffusers.__version__,
         DEMO_MARKER: {"seed": seed},
+        GENERATION_DEFAULTS_KEY: DEMO_GENERATION_DEFAULTS,
         "reference_unet": ["reenactment.engine.networks", "UNet2DReferenceModel"],
         "denoising_unet": ["reenactment.engine.networks", "UNet3DDenoisingModel"],
         "motion_encoder": ["reenactment.engine.networks", "MotionEncoder"],

@@ -194,7 +194,8 @@ class ProgressReporter:
 
 
 def _generation_parameters(job: RenderJob) -> dict[str, Any]:
-    params = dict(job.parameters)
+    # The model's own recommended settings, then what the requester chose.
+    params = {**runtime.generation_defaults(job.model_version), **job.parameters}
     allowed = {
         "num_inference_steps",
         "guidance_scale",
@@ -351,11 +352,16 @@ def _generation_record(
 
 
 def _reproducibility(job: RenderJob, parameters: dict[str, Any]) -> dict[str, Any]:
-    from governance.reproducibility import reproducibility_manifest_build
+    import torch
 
+    from governance.reproducibility import reproducibility_manifest_build, runtime_current
+
+    device = runtime.device_choice().device
     return reproducibility_manifest_build(
         model_version=job.model_version,
         parameters=parameters,
         inputs={"portrait": job.portrait_sha256, "driving": job.driving_sha256},
-        device=runtime.device_choice().device,
+        device=device,
+        # CPU float sums depend on the thread count (reduction order): a re-run needs the same.
+        runtime={**runtime_current(device), "torch_threads": torch.get_num_threads()},
     )

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,23 @@ from governance.models import ApprovalStep, AuditEvent, LeakageReport
 from governance.roles import Role
 from reenactment.engine.video_io import probe_video
 from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def command_env(platform: Any) -> dict[str, str]:
+    """The environment a management command needs to act on this test's database and files."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {
+        **os.environ,
+        **platform.env,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": url,
+    }
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 S = RenderJobStatus
@@ -141,6 +160,20 @@ def test_submit_approve_generate_and_verify_through_a_real_worker(platform, medi
         "render_job.verification_step",
         "render_job.quarantine",
     ]
+
+    # The reproducibility manifest re-runs the job to the same frames (same seed, same files,
+    # same thread count: the command restarts itself with the worker's OMP_NUM_THREADS).
+    env = {k: v for k, v in command_env(platform).items() if k != "OMP_NUM_THREADS"}
+    rerun = subprocess.run(
+        [sys.executable, "manage.py", "job_reproduce", str(job_id)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "REPRODUCED" in rerun.stdout and "NOT REPRODUCED" not in rerun.stdout
 
     body = api_as(platform.user(Role.REQUESTER)).get(f"/api/reenactment/jobs/{job_id}/").json()
     assert body["status"] == S.QUARANTINED

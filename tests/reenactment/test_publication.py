@@ -32,7 +32,14 @@ from reenactment.engine.demo_media import demo_portrait
 from reenactment.engine.video_io import make_test_clip
 from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
 from reenactment.services.execution import render_job_claim, render_job_generation_store
-from tests.reenactment.test_job_flow import api_as, approve_all, job_status, submit, wait_for
+from tests.reenactment.test_job_flow import (
+    api_as,
+    approve_all,
+    command_env,
+    job_status,
+    submit,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 S = RenderJobStatus
@@ -156,7 +163,7 @@ def test_a_faithful_output_is_verified_signed_published_downloaded_and_withdrawn
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        env={**platform_env_for_commands(platform)},
+        env=command_env(platform),
     )
     assert command.returncode == 0, command.stdout + command.stderr
     assert "Trusted" in command.stdout
@@ -193,18 +200,3 @@ def test_a_faithful_output_is_verified_signed_published_downloaded_and_withdrawn
     # Nothing is left for a generation worker: the job was generated here.
     with celery_app.connection_for_write() as conn:
         conn.default_channel.queue_purge("gpu")
-
-
-def platform_env_for_commands(platform: Any) -> dict[str, str]:
-    import os
-
-    from django.db import connection
-
-    db = connection.settings_dict
-    return {
-        **os.environ,
-        **platform.env,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-        f"{db['PORT'] or 5432}/{db['NAME']}",
-    }

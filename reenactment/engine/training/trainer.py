@@ -132,6 +132,13 @@ class TrainingConfig:
         adam_betas: AdamW betas.
         warmup_steps: Linear warm-up of the learning rate.
         max_grad_norm: Gradient clipping (0 disables).
+        x0_weight_cap: When > 0, weight each sample's epsilon loss by
+            ``clamp(1 / SNR(t), 1, x0_weight_cap)`` (normalised by its mean over t): beyond the
+            point where the epsilon and x0 losses cross it becomes an x0 loss. The plain epsilon
+            loss barely trains the high-noise steps (an epsilon error e is an x0 error
+            ``e / sqrt(alpha_bar)``, 45x at t = 950 with the release's schedule), where the
+            release's sampler starts; small models trained briefly then commit to garbage in
+            the first DDIM steps. 0 keeps the plain loss.
         reference_mask_ratio: Share of reference tokens dropped per block (stage 1).
         uncond_probability: Share of unconditional (CFG) steps.
         augment: Augment the driving frames.
@@ -171,6 +178,7 @@ class TrainingConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 100
     max_grad_norm: float = 1.0
+    x0_weight_cap: float = 0.0
     reference_mask_ratio: float = 0.3
     uncond_probability: float = 0.1
     augment: bool = True
@@ -686,6 +694,18 @@ class Trainer:
             "timesteps": timesteps,
         }
 
+    def _diffusion_loss(
+        self, pred: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        cap = self.config.x0_weight_cap
+        if cap <= 0:
+            return diffusion_loss(pred, noise)
+        alphas = self.components.noise_scheduler.alphas_cumprod.to(pred.device)
+        weights = ((1 - alphas) / alphas).clamp(1.0, cap)  # (T,) per timestep
+        # mean over b of w_b * mse_b, normalised so that E_t[w] = 1
+        per_sample = (pred.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
+        return (weights[timesteps] * per_sample).mean() / weights.mean()
+
     def _denoise(
         self,
         inputs: dict[str, torch.Tensor],
@@ -737,7 +757,7 @@ class Trainer:
                 # (b f) ... -> b f ...
                 motion = motion.reshape(batch_size, num_frames, *motion.shape[1:])
             pred = self._denoise(inputs, motion, uncond, generator, train_reference=stage1)
-            loss = diffusion_loss(pred, inputs["noise"])
+            loss = self._diffusion_loss(pred, inputs["noise"], inputs["timesteps"])
             logs["diff"] = loss.item()
             if self.use_gan:
                 assert self.gan_decoder is not None and self.discriminator is not None
