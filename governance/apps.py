@@ -12,12 +12,26 @@ def _sync_role_permissions(sender: AppConfig, using: str = "default", **kwargs: 
     role_permissions_sync(using=using)
 
 
-def _ensure_seeded_defaults(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
-    from governance.services.licences import registry_defaults_ensure
-    from governance.services.vocabulary import vocabulary_defaults_ensure
+# The data migrations whose rows a database flush removes, with their seed functions. They
+# are idempotent (get_or_create) and, like the migrations, write no audit events: restoring the
+# shipped defaults is not an action of anyone.
+SEEDED_BY_MIGRATIONS = (
+    ("0004_vocabulary_defaults", "seed"),
+    ("0006_model_registry", "seed_registry_defaults"),
+    ("0007_identity_checks", "seed_face_backends"),
+)
 
-    vocabulary_defaults_ensure()
-    registry_defaults_ensure()
+
+def _ensure_seeded_defaults(sender: AppConfig, using: str = "default", **kwargs: Any) -> None:
+    import importlib
+
+    from django.apps import apps
+    from django.db import connections
+
+    with connections[using].schema_editor(atomic=True) as schema_editor:
+        for module, function in SEEDED_BY_MIGRATIONS:
+            seed = getattr(importlib.import_module(f"governance.migrations.{module}"), function)
+            seed(apps, schema_editor)
 
 
 class GovernanceConfig(AppConfig):

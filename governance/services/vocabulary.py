@@ -40,34 +40,3 @@ def vocabulary_entry_save(*, entry: VocabularyEntry, acting_user: User | None) -
             payload={"changes": changes},
         )
     return entry
-
-
-def vocabulary_defaults_ensure() -> None:
-    """Re-create the default purposes, channels and territories that migration 0004 seeds, where
-    missing (never changing existing ones). Run after migrate and after every database flush,
-    which empties tables that migrations seeded."""
-    import importlib
-
-    from governance.models import Channel, Purpose, Territory
-
-    seeded = importlib.import_module("governance.migrations.0004_vocabulary_defaults")
-    for code, label, is_commercial, risk_level, description in seeded.PURPOSES:
-        Purpose.objects.get_or_create(
-            code=code,
-            defaults={
-                "label": label,
-                "is_commercial": is_commercial,
-                "risk_level": risk_level,
-                "description": description,
-            },
-        )
-    for code, label in seeded.CHANNELS:
-        Channel.objects.get_or_create(code=code, defaults={"label": label})
-    existing = set(Territory.objects.values_list("code", flat=True))
-    Territory.objects.bulk_create(
-        [
-            Territory(code=code, label=label)
-            for code, label in seeded.TERRITORIES
-            if code not in existing
-        ]
-    )
