@@ -30,7 +30,7 @@ from reenactment.engine.video_io import make_test_clip  # noqa: E402
 def video_of_size(path: Path, megabytes: float) -> Path:
     """A real MP4 of about ``megabytes``: noise frames (incompressible) in MPEG-4 part 2."""
     rng = np.random.default_rng(0)
-    frame_bytes = 640 * 480 * 3 // 4  # what MPEG-4 at q1 keeps of a noise frame, roughly
+    frame_bytes = 15_000  # what PyAV's default MPEG-4 keeps of a 640x480 noise frame (measured)
     count = max(4, int(megabytes * 1e6 / frame_bytes))
     frames = (rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(count))
     return make_test_clip(path, frames, 25, codec="mpeg4")

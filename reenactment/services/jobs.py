@@ -393,15 +393,7 @@ def _cancel(*, job: RenderJob, reason: str, acting_user: User | None) -> RenderJ
     if not reason.strip():
         raise ApplicationError("Say why the job is cancelled.", code="reason_required")
     was_running = job.status == S.RUNNING
-    if job.approval_request_id and job.status == S.AWAITING_APPROVAL:
-        approval_request_cancel(
-            approval_request=ApprovalRequest.objects.get(pk=job.approval_request_id),
-            reason=f"render job cancelled: {reason}",
-            acting_user=acting_user,
-        )
-        job.refresh_from_db()
-        if job.status != S.AWAITING_APPROVAL:
-            return job  # the approval-closed hook already ended the job
+    awaiting = job.status == S.AWAITING_APPROVAL
     # The worker polls this flag between steps (reenactment.services.execution).
     job.cancel_requested = True
     render_job_transition(
@@ -412,6 +404,13 @@ def _cancel(*, job: RenderJob, reason: str, acting_user: User | None) -> RenderJ
         payload={"was_running": was_running},
         update_fields=["cancel_requested"],
     )
+    if awaiting and job.approval_request_id:
+        # Nobody may approve a cancelled job; the approval-closed hook finds it already ended.
+        approval_request_cancel(
+            approval_request=ApprovalRequest.objects.get(pk=job.approval_request_id),
+            reason=f"render job cancelled: {reason}",
+            acting_user=acting_user,
+        )
     if job.output:
         _delete_output_on_commit(job)
     return job

@@ -17,8 +17,11 @@ import pytest
 from rest_framework.test import APIClient
 
 from governance.audit_codes import AuditAction
-from governance.models import ApprovalStep, AuditEvent, LeakageReport
+from governance.integrations.c2pa_signing import VerificationStatus, verify_file
+from governance.models import ApprovalStep, AuditEvent, ConsentRecord, LeakageReport
 from governance.roles import Role
+from governance.services.consents import consent_revoke
+from governance.services.provenance import provenance_sign
 from reenactment.engine.video_io import probe_video
 from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
 
@@ -183,6 +186,22 @@ def test_submit_approve_generate_and_verify_through_a_real_worker(platform, medi
     assert report["video"]["min_psnr"] is None or report["video"]["min_psnr"] > 30
     assert report["reproduced"] == (report["video"]["max_abs"] == 0)
 
+    # A tiny-model pipeline output signs and verifies like any other video.
+    signed = platform.tmp / "signed.mp4"
+    record = provenance_sign(
+        subject_type="test.output",
+        subject_id=job_id,
+        source=media_root / finished.output.name,
+        dest=signed,
+        title="tiny.mp4",
+        ingredients=[("portrait", "image/png", "0" * 64)],
+        org_assertion={"job_id": job_id},
+        acting_user=None,
+    )
+    anchors = Path(platform.env["C2PA_TRUST_ANCHORS"]).read_bytes()
+    assert record.status == "trusted"
+    assert verify_file(signed, trust_anchors_pem=anchors).status is VerificationStatus.TRUSTED
+
     body = api_as(platform.user(Role.REQUESTER)).get(f"/api/reenactment/jobs/{job_id}/").json()
     assert body["status"] == S.QUARANTINED
     assert body["progress"]["percent"] == 100.0
@@ -251,3 +270,30 @@ def test_a_worker_killed_mid_generation_is_redelivered_and_the_job_completes_onc
     assert events.count("render_job.restart") == 1
     assert events.count("render_job.generate") == 1
     assert stored_outputs(media_root) == [os.path.basename(job.output.name)]
+
+
+def test_revoking_a_consent_blocks_pending_jobs_and_stops_running_ones(platform, media_root):
+    worker = platform.worker()
+    pending = submit(platform)["id"]
+    running = submit(platform, **LONG)["id"]
+    approve_all(platform, running)
+    wait_for(lambda: running_with_progress(running), 120, "generation to start", worker)
+
+    consent = ConsentRecord.objects.get(person=platform.subject)
+    consent_revoke(
+        consent=consent,
+        reason="subject withdrew",
+        acting_user=platform.user(Role.COMPLIANCE_OFFICER),
+    )
+    for job_id in (pending, running):
+        job = RenderJob.objects.get(pk=job_id)
+        assert job.status == S.CANCELLED
+        assert f"consent #{consent.pk} revoked" in job.status_reason
+    # The pending job's approval request is closed too: nobody can approve it any more.
+    assert RenderJob.objects.get(pk=pending).approval_request.status == "cancelled"
+    # The running generation stops: its lease is no longer renewed, and nothing is stored.
+    time.sleep(1.0)
+    stamp = RenderJob.objects.get(pk=running).lease_renewed_at
+    time.sleep(2.0)
+    assert RenderJob.objects.get(pk=running).lease_renewed_at == stamp
+    assert stored_outputs(media_root) == []
