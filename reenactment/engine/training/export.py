@@ -120,6 +120,9 @@ def save_model_folder(
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is not secret
     try:
         modules: dict[str, Any] = {
             "reference_unet": components.reference_unet,
@@ -130,12 +133,13 @@ def save_model_folder(
         for name, module in modules.items():
             original = {k: v.clone() for k, v in module.state_dict().items()}
             if dtype is not None:
-                module.to(dtype)
+                # Plain nn.Module.to: ModelMixin.to warns about fp32-kept modules on every cast.
+                nn.Module.to(module, dtype)
             try:
                 module.save_pretrained(tmp / name, safe_serialization=True)
             finally:
                 if dtype is not None:
-                    module.to(torch.float32)
+                    nn.Module.to(module, torch.float32)
                     module.load_state_dict(original)
         components.image_encoder.save_pretrained(tmp / "image_encoder")
         scheduler = components.inference_scheduler()

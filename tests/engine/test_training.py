@@ -1,0 +1,433 @@
+"""End-to-end trainer: manifests, augmentations, stages, resumption, exports (tiny, CPU).
+
+Every test builds real networks at toy sizes (32x32 frames, 8x8 latents) and trains on a small
+SynthFace snapshot written to a temporary folder, through the same manifest reader the platform
+uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from reenactment.engine.synthface import generate_dataset
+from reenactment.engine.training import (
+    ClipIntegrityError,
+    SnapshotStatusUnknownError,
+    SnapshotWithdrawnError,
+    Trainer,
+    TrainingConfig,
+    convert_synthface_manifest,
+    load_model_folder,
+    read_manifest,
+)
+from reenactment.engine.training.augmentations import (
+    DrivingAugmentation,
+    colour_jitter,
+    default_face_boxes,
+    face_centred_crop,
+    piecewise_affine_warp,
+    random_scale,
+)
+from reenactment.engine.training.components import small_unet_config
+from reenactment.engine.training.datasets import ClipDataset, SampleConfig
+from reenactment.engine.training.manifest import write_status_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PREVIEW_MODEL = REPO_ROOT / "reenactment" / "engine" / "preview_model"
+
+TINY_MODEL: dict[str, Any] = {
+    "unet": small_unet_config(block_out_channels=(32, 32, 32, 32), sample_size=8),
+    "motion_encoder": {
+        "type": "compact",
+        "input_size": 32,
+        "channels": [16, 32],
+        "head_channels": 8,
+        "attention_heads": 4,
+    },
+    "vae": {"type": "tiny", "block_out_channels": [32, 32, 32]},
+    "image_encoder": {
+        "type": "tiny",
+        "image_size": 32,
+        "patch_size": 16,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    },
+    "resolution": 32,
+    "motion_input_size": 32,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """One intra-op thread: these networks are tiny, and on a busy two-core machine a second
+    thread only adds contention (a step is ~10x slower with two threads under load)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-identity SynthFace snapshot (npz clips of 6 frames, 32x32) with an active status."""
+    root = tmp_path_factory.mktemp("synthface")
+    generate_dataset(
+        root / "data", num_identities=4, clips_per_identity=1, frames=6, size=32, format="npz"
+    )
+    return convert_synthface_manifest(
+        root / "data",
+        root / "snap" / "manifest.jsonl",
+        snapshot_id="snap-test",
+        exported_at="2025-01-01T00:00:00Z",
+    )
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> TrainingConfig:
+    data: dict[str, Any] = {
+        "stage": 1,
+        "model": TINY_MODEL,
+        "output_dir": str(tmp_path / "run"),
+        "max_steps": 2,
+        "batch_size": 2,
+        "frames": 2,
+        "learning_rate": 1e-3,
+        "warmup_steps": 1,
+        "uncond_probability": 0.0,
+        "gan": {"adversarial_start": 0},
+        "seed": 3,
+    }
+    data.update(overrides)
+    return TrainingConfig.from_dict(data)
+
+
+def all_parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {
+        f"{net}.{name}": p.detach().clone()
+        for net, module in trainer._networks().items()
+        for name, p in module.named_parameters()
+    }
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def test_manifest_lists_clips_with_persons_and_licences(snapshot: Path) -> None:
+    manifest = read_manifest(snapshot)
+    assert manifest.snapshot_id == "snap-test"
+    assert manifest.exported_at == "2025-01-01T00:00:00Z"
+    assert len(manifest) == 4
+    assert manifest.persons == tuple(f"synthface:id{i:05d}" for i in range(4))
+    assert manifest.licence_ids == ("synthface-cc0-1.0",)
+    assert all(clip.path.is_file() and clip.frames == 6 for clip in manifest.clips)
+
+
+def test_withdrawn_snapshot_is_refused(snapshot: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "manifest.jsonl"
+    copy.write_text(
+        snapshot.read_text().replace('"path": "../data', f'"path": "{snapshot.parent}/../data')
+    )
+    with pytest.raises(SnapshotStatusUnknownError):
+        read_manifest(copy)  # no status.json here: the status cannot be confirmed
+    write_status_file(tmp_path, {"snap-test": "withdrawn"})
+    with pytest.raises(SnapshotWithdrawnError, match="withdrawn"):
+        read_manifest(copy)
+    with pytest.raises(SnapshotWithdrawnError):
+        Trainer(make_config(tmp_path), copy)
+    # A platform-provided checker overrides the file.
+    assert len(read_manifest(copy, status_checker=lambda _id: "active")) == 4
+
+
+def test_tampered_clip_is_refused(snapshot: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(snapshot)
+    victim = manifest.clips[1].path
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        dataset = ClipDataset(manifest, SampleConfig(size=32, frames=2, augment=False))
+        dataset[(0, 0)]  # an intact clip is fine
+        with pytest.raises(ClipIntegrityError, match="SHA-256 mismatch"):
+            dataset[(1, 0)]
+    finally:
+        victim.write_bytes(original)
+
+
+def test_malformed_manifest_names_the_line(snapshot: Path, tmp_path: Path) -> None:
+    lines = snapshot.read_text().splitlines()
+    broken = json.loads(lines[2])
+    broken["licence_ids"] = []
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([lines[0], lines[1], json.dumps(broken)]) + "\n")
+    write_status_file(tmp_path, {"snap-test": "active"})
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: a clip without licence ids"):
+        read_manifest(bad)
+
+
+# --------------------------------------------------------------------------- augmentations
+
+
+def test_augmentations_keep_shapes_and_are_seeded() -> None:
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    boxes = default_face_boxes(3, 32, 32)
+    functions = {
+        "colour": lambda g: colour_jitter(images, g),
+        "scale": lambda g: random_scale(images, g),
+        "warp": lambda g: piecewise_affine_warp(images, g),
+        "crop": lambda g: face_centred_crop(images, boxes, g),
+        "all": lambda g: DrivingAugmentation()(images, g),
+    }
+    for name, fn in functions.items():
+        a = fn(torch.Generator().manual_seed(1))
+        b = fn(torch.Generator().manual_seed(1))
+        c = fn(torch.Generator().manual_seed(2))
+        assert a.shape == images.shape, name
+        assert torch.equal(a, b), name
+        assert not torch.equal(a, c), name
+        assert a.min() >= -1.0 - 1e-5 and a.max() <= 1.0 + 1e-5, name
+
+
+def test_zero_warp_is_the_identity() -> None:
+    images = torch.rand(2, 3, 24, 24)
+    out = piecewise_affine_warp(images, torch.Generator().manual_seed(0), magnitude=0.0)
+    assert torch.allclose(out, images, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def test_stage1_step_trains_exactly_the_stage1_parameters(snapshot: Path, tmp_path: Path) -> None:
+    trainer = Trainer(make_config(tmp_path), snapshot, show_progress=False)
+    before = all_parameters(trainer)
+    logs = trainer.train_step()
+    after = all_parameters(trainer)
+    moved = changed(before, after)
+    assert {"diff", "rec", "perc", "adv", "fm", "d_loss"} <= logs.keys()
+    temporal = {k for k in before if ".temporal_modules." in k}
+    assert temporal and not (moved & temporal)
+    assert not any(k.startswith(("vae.", "image_encoder.")) for k in moved)
+    trainable = {f"{name}" for name, _ in trainer.trainable} | {
+        k for k in before if k.startswith("discriminator.")
+    }
+    assert moved <= trainable
+    for prefix in (
+        "reference_unet.",
+        "denoising_unet.conv_in.",
+        "motion_encoder.",
+        "gan_decoder.",
+        "discriminator.",
+    ):
+        assert any(k.startswith(prefix) for k in moved), prefix
+    assert any(".motion_modules." in k for k in moved)
+
+
+def test_stage2_step_trains_only_temporal_modules(snapshot: Path, tmp_path: Path) -> None:
+    trainer = Trainer(make_config(tmp_path, stage=2, frames=4), snapshot, show_progress=False)
+    before = all_parameters(trainer)
+    trainer.train_step()
+    moved = changed(before, all_parameters(trainer))
+    assert moved
+    assert all(".temporal_modules." in k and k.startswith("denoising_unet.") for k in moved)
+
+
+def test_resume_continues_bit_identically(snapshot: Path, tmp_path: Path) -> None:
+    options = {"ema_decay": 0.9, "uncond_probability": 0.5, "max_steps": 4, "x0_weight_cap": 50.0}
+    straight = Trainer(make_config(tmp_path / "a", **options), snapshot, show_progress=False)
+    for _ in range(4):
+        straight.train_step()
+
+    first = Trainer(make_config(tmp_path / "b", **options), snapshot, show_progress=False)
+    first.train_step()
+    first.train_step()
+    first.save_checkpoint()
+    del first
+    resumed = Trainer(make_config(tmp_path / "b", **options), snapshot, show_progress=False)
+    assert resumed.load_checkpoint() == 2
+    resumed.train_step()
+    resumed.train_step()
+
+    assert resumed.step == straight.step == 4
+    a, b = all_parameters(straight), all_parameters(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.ema is not None and resumed.ema is not None
+    assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
+
+
+def test_gradient_checkpointing_and_bf16_autocast(snapshot: Path, tmp_path: Path) -> None:
+    plain = Trainer(make_config(tmp_path / "a"), snapshot, show_progress=False)
+    checkpointed = Trainer(
+        make_config(tmp_path / "b", gradient_checkpointing=True), snapshot, show_progress=False
+    )
+    assert checkpointed.components.denoising_unet.is_gradient_checkpointing
+    plain.train_step()
+    checkpointed.train_step()
+    a, b = all_parameters(plain), all_parameters(checkpointed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    bf16 = Trainer(
+        make_config(tmp_path / "c", mixed_precision="bf16"), snapshot, show_progress=False
+    )
+    logs = bf16.train_step()
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert all(p.dtype == torch.float32 for _, p in bf16.trainable)  # master weights stay fp32
+
+
+def test_stage0_trains_and_calibrates_the_vae(snapshot: Path, tmp_path: Path) -> None:
+    trainer = Trainer(make_config(tmp_path, stage=0, frames=2), snapshot, show_progress=False)
+    before = all_parameters(trainer)
+    trainer.train_step()
+    moved = changed(before, all_parameters(trainer))
+    assert moved and all(k.startswith("vae.") for k in moved)
+    vae = trainer.components.vae.eval()
+    images = trainer._batch(0)["target"].transpose(1, 2).flatten(0, 1)
+    with torch.no_grad():
+        recon_before = vae.decode(vae.encode(images).latent_dist.mean, num_frames=2).sample
+        trainer.calibrate_vae(batches=2)
+        latents = vae.encode(images).latent_dist.mean
+        recon_after = vae.decode(latents, num_frames=2).sample
+    assert torch.allclose(recon_before, recon_after, atol=1e-4)
+
+
+def test_tiny_vae_decodes_each_frame_independently_of_the_chunk() -> None:
+    from reenactment.engine.training.components import ModelConfig, build_vae
+
+    vae = build_vae(ModelConfig.from_dict(TINY_MODEL).vae).eval()
+    latents = torch.randn(4, 4, 8, 8)
+    with torch.no_grad():
+        chunk = vae.decode(latents, num_frames=4).sample
+        single = vae.decode(latents, num_frames=1).sample
+    assert torch.allclose(chunk, single, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def test_cli_trains_exports_and_the_model_folder_animates(snapshot: Path, tmp_path: Path) -> None:
+    from reenactment.engine.loading import load_denoising_unet, load_reference_unet
+    from reenactment.engine.training.__main__ import main
+    from reenactment.engine.training.components import CompactMotionEncoder
+    from reenactment.engine.training.sampling import reenact
+
+    config = make_config(tmp_path, max_steps=1, export_formats=["safetensors", "pth"])
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config.to_dict()))
+    assert main(["--config", str(config_path), "--manifest", str(snapshot)]) == 0
+    run = Path(config.output_dir)
+    assert [json.loads(line)["step"] for line in (run / "train_log.jsonl").open()] == [1]
+
+    official = run / "official"
+    unet_config = TINY_MODEL["unet"]
+    for suffix in (".safetensors", ".pth"):
+        load_reference_unet(official / f"xnemo_reference_unet{suffix}", unet_config)
+        _, coverage = load_denoising_unet(
+            official / f"xnemo_denoising_unet{suffix}",
+            official / f"xnemo_temporal_module{suffix}",
+            unet_config,
+        )
+        assert coverage.from_temporal_file > 0 and not coverage.regenerated
+    from safetensors.torch import load_file
+
+    encoder = CompactMotionEncoder.from_pretrained(run / "model" / "motion_encoder")
+    encoder.load_state_dict(load_file(str(official / "xnemo_motion_encoder.safetensors")))
+
+    components = load_model_folder(run)
+    index = json.loads((run / "model" / "model_index.json").read_text())
+    assert index["motion_encoder"] == [
+        "reenactment.engine.training.components",
+        "CompactMotionEncoder",
+    ]
+    reference = torch.rand(1, 3, 32, 32) * 2 - 1
+    driving = torch.rand(1, 3, 3, 32, 32) * 2 - 1
+    out = reenact(components, reference, driving, num_inference_steps=2)
+    assert out.shape == (1, 3, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_official_size_motion_encoder_export_loads_strictly(snapshot: Path, tmp_path: Path) -> None:
+    from reenactment.engine.loading import load_official_checkpoints
+    from reenactment.engine.training import build_components, export_official_checkpoints
+    from reenactment.engine.training.components import ModelConfig
+
+    model = ModelConfig.from_dict({**TINY_MODEL, "motion_encoder": {"type": "official"}})
+    components = build_components(model, seed=0)
+    export_official_checkpoints(tmp_path, components, formats=("safetensors",))
+    networks, coverage = load_official_checkpoints(tmp_path, TINY_MODEL["unet"])
+    assert coverage.from_denoising_file > 0
+    for name in ("reference_unet", "denoising_unet", "motion_encoder"):
+        expected = getattr(components, name).state_dict()
+        loaded = getattr(networks, name).state_dict()
+        assert expected.keys() == loaded.keys()
+        assert all(torch.equal(expected[k], loaded[k]) for k in expected)
+
+
+# --------------------------------------------------------------------------- preview model
+
+
+def test_spatial_baseline_trains_with_the_same_trainer(snapshot: Path, tmp_path: Path) -> None:
+    from reenactment.engine.training.baseline import SpatialMotionDenoiser, SpatialMotionGuider
+    from reenactment.engine.training.sampling import reenact
+
+    config = make_config(tmp_path, model={**TINY_MODEL, "variant": "spatial_baseline"})
+    trainer = Trainer(config, snapshot, show_progress=False)
+    assert isinstance(trainer.components.denoising_unet, SpatialMotionDenoiser)
+    assert isinstance(trainer.components.motion_encoder, SpatialMotionGuider)
+    assert trainer.gan_decoder is None  # no 1-D motion latent to decode
+    before = all_parameters(trainer)
+    trainer.train_step()
+    trainer.train_step()  # the zero-initialised guider output moves only after one step
+    moved = changed(before, all_parameters(trainer))
+    assert any(k.startswith("motion_encoder.conv_out.") for k in moved)
+    assert not any(".motion_modules." in k or ".temporal_modules." in k for k in moved)
+    assert not any(".motion_modules." in k for k in before)
+    folder = trainer.export()
+    assert folder is not None
+    components = load_model_folder(folder)
+    out = reenact(
+        components,
+        torch.zeros(1, 3, 32, 32),
+        torch.zeros(1, 3, 2, 32, 32),
+        num_inference_steps=2,
+    )
+    assert out.shape == (1, 3, 2, 32, 32)
+
+
+def _ddp_worker(rank: int, port: int, snapshot: str, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE="2",
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    config = make_config(Path(out_dir), max_steps=1)
+    trainer = Trainer(config, snapshot, show_progress=False)
+    keys = trainer.sampler.keys(0)
+    trainer.train_step()
+    params = torch.cat([p.detach().flatten() for _, p in trainer.trainable])
+    torch.save({"keys": keys, "params": params}, Path(out_dir) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_split_the_data_and_stay_in_sync(snapshot: Path, tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(snapshot), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert {k[0] for k in r0["keys"]}.isdisjoint({k[0] for k in r1["keys"]})
+    assert torch.equal(r0["params"], r1["params"])
