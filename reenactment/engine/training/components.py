@@ -12,6 +12,12 @@ Two families of configurations share this code:
 
 Choices for the small family (documented in the model card too):
 
+* Motion encoder: :class:`CompactMotionEncoder`. Even at toy widths the FAN encoder works on
+  224x224 crops through 112x112 and 56x56 hourglass stages (about 3x the cost of both UNets per
+  training step on a CPU); the compact one keeps the official head and token layout (box MLP,
+  ``final_proj``, 32 tokens x 16 plus ``pe``) on a small conv/attention backbone at 64x64.
+* Schedule: SD's ``beta_end`` 0.012 instead of the release's 0.02 (see :meth:`ModelConfig.small`).
+
 * VAE: a tiny :class:`~diffusers.AutoencoderKLTemporalDecoder` (the SVD VAE class, so the
   inference pipeline decodes it unchanged). Training an SVD-size VAE on a CPU is impossible, so
   *stage 0* of the trainer trains the tiny one briefly as an autoencoder on the same snapshot

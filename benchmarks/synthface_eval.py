@@ -1,0 +1,357 @@
+"""SynthFace ground-truth benchmark of trained reenactment models.
+
+SynthFace keeps identity and motion in separate parameters, so "portrait A driven by performer B"
+has an exact answer: A rendered with B's motion. For held-out identities (a seed never used for
+training data) each case is a reference frame of A, a driving clip of B and the target clip; every
+model animates the reference with the driving clip and is scored on:
+
+* **cross-reenactment error** vs the target: L1 (pixels in [0, 1]), PSNR and SSIM
+  (scikit-image, per frame, channel axis);
+* **motion error**: the 10 motion parameters regressed from the output vs the driver's true ones
+  (mean absolute error in normalised [0, 1] units; pose = yaw/pitch/roll/tx/ty/scale,
+  expression = blink/brow/mouth/smile);
+* **identity leakage**: identity parameters regressed from the output, distance (L2 over the
+  normalised identity vector) to the source A and to the driver B; ``leak`` = mean of
+  ``d_A / (d_A + d_B)`` (0 = pure source identity, 1 = the driver's), and the share of frames
+  closer to the driver.
+
+The regressors are small CNNs trained on SynthFace renders (random identities and motions from a
+third seed) against the ground-truth vectors, inside this script, and cached under
+``var/synthface_eval/``; their own errors on the ground-truth targets are reported as the floor.
+Reference rows: ``target`` (the ground truth itself, i.e. the regressors' floor), ``copy
+reference`` (no motion transferred), ``driving clip`` (full identity leakage).
+
+Usage::
+
+    .venv/bin/python benchmarks/synthface_eval.py \\
+        --model xnemo=/tmp/runs/xnemo_s1 --model spatial=/tmp/runs/spatial_s1 \\
+        [--cases 16] [--frames 6] [--steps 20] [--threads 1] [--json out.json] [--sheet out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from reenactment.engine.synthface import (  # noqa: E402
+    IDENTITY_VECTOR_SIZE,
+    MOTION_FIELDS,
+    IdentityParams,
+    MotionParams,
+    MotionTrack,
+    cross_reenactment_sample,
+    render_frame,
+)
+from reenactment.engine.training import load_model_folder  # noqa: E402
+from reenactment.engine.training.sampling import reenact  # noqa: E402
+
+CACHE_DIR = REPO_ROOT / "var" / "synthface_eval"
+TEST_SEED = 20251124  # identities of the test cases (training used other seeds)
+REGRESSOR_SEED = 7007  # identities/motions of the regressors' training renders
+POSE = slice(0, 6)
+EXPRESSION = slice(6, 10)
+
+
+# --------------------------------------------------------------------------- regressors
+
+
+class ParameterRegressor(nn.Module):
+    """Image ``(N, 3, S, S)`` in [0, 1] -> (motion ``(N, 10)``, identity ``(N, D)``), in [0, 1]."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = 3
+        for ch in (32, 64, 96, 128):
+            layers += [
+                nn.Conv2d(prev, ch, 3, padding=1),
+                nn.BatchNorm2d(ch),
+                nn.ReLU(),
+                nn.Conv2d(ch, ch, 3, stride=2, padding=1),
+                nn.BatchNorm2d(ch),
+                nn.ReLU(),
+            ]
+            prev = ch
+        self.features = nn.Sequential(*layers)
+        side = size // 16
+        self.trunk = nn.Sequential(nn.Flatten(), nn.Linear(prev * side * side, 256), nn.ReLU())
+        self.motion = nn.Linear(256, len(MOTION_FIELDS))
+        self.identity = nn.Linear(256, IDENTITY_VECTOR_SIZE)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(self.features(images * 2 - 1))
+        return torch.sigmoid(self.motion(h)), torch.sigmoid(self.identity(h))
+
+
+def _render_regressor_set(count: int, size: int, seed: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    images = np.empty((count, size, size, 3), np.uint8)
+    motions = np.empty((count, len(MOTION_FIELDS)), np.float32)
+    identities = np.empty((count, IDENTITY_VECTOR_SIZE), np.float32)
+    for i in range(count):
+        ident = IdentityParams.sample(rng)
+        motion = MotionParams.sample(rng)
+        images[i] = render_frame(ident, motion, size)
+        motions[i] = motion.to_vector()
+        identities[i] = ident.to_vector()
+    return images, motions, identities
+
+
+def _to_unit(images: np.ndarray) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` float in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def train_regressor(size: int, count: int = 8000, steps: int = 2500) -> ParameterRegressor:
+    """Train (or load from the cache) the motion/identity regressor for ``size`` pixels."""
+    path = CACHE_DIR / f"regressor_{size}px_{count}_{steps}.pt"
+    model = ParameterRegressor(size)
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+    started = time.perf_counter()
+    images, motions, identities = _render_regressor_set(count, size, REGRESSOR_SEED)
+    x, m, ident = _to_unit(images), torch.from_numpy(motions), torch.from_numpy(identities)
+    torch.manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, count, (64,), generator=generator)
+        pred_m, pred_i = model(x[idx])
+        loss = F.mse_loss(pred_m, m[idx]) + F.mse_loss(pred_i, ident[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 500 == 0:
+            print(f"  regressor step {step}: loss {loss.item():.4f}", flush=True)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    print(f"  regressor trained in {time.perf_counter() - started:.0f} s -> {path}", flush=True)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    reference: np.ndarray  # (S, S, 3) uint8, identity A
+    driving: np.ndarray  # (F, S, S, 3) identity B
+    target: np.ndarray  # (F, S, S, 3) A with B's motion
+    motion: np.ndarray  # (F, 10) normalised, the driver's motion
+    identity_a: np.ndarray
+    identity_b: np.ndarray
+
+
+def make_cases(count: int, frames: int, size: int) -> list[Case]:
+    cases = []
+    for k in range(count):
+        rng = np.random.default_rng([TEST_SEED, k])
+        a, b = IdentityParams.sample(rng), IdentityParams.sample(rng)
+        track = MotionTrack.random(frames, rng)
+        sample = cross_reenactment_sample(
+            a, b, track, size, reference_motion=MotionParams.sample(rng)
+        )
+        cases.append(
+            Case(
+                sample.reference,
+                sample.driving,
+                sample.target,
+                track.to_array(normalized=True).astype(np.float32),
+                a.to_vector().astype(np.float32),
+                b.to_vector().astype(np.float32),
+            )
+        )
+    return cases
+
+
+def run_model(
+    folder: str, cases: list[Case], steps: int, guidance: float, batch: int
+) -> tuple[list[np.ndarray], float]:
+    """Outputs ``(F, S, S, 3)`` uint8 per case, and seconds per case."""
+    components = load_model_folder(folder)
+    outputs = []
+    started = time.perf_counter()
+    for i in range(0, len(cases), batch):
+        chunk = cases[i : i + batch]
+        ref = torch.stack([_to_unit(c.reference[None])[0] for c in chunk]) * 2 - 1
+        # f h w c -> c f h w
+        drv = torch.stack([_to_unit(c.driving).transpose(0, 1) for c in chunk]) * 2 - 1
+        out = reenact(
+            components, ref, drv, num_inference_steps=steps, guidance_scale=guidance, seed=i
+        )
+        # b c f h w -> b f h w c
+        frames = ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+        outputs += list(frames.numpy())
+        print(f"  {folder}: {min(i + batch, len(cases))}/{len(cases)} cases", flush=True)
+    return outputs, (time.perf_counter() - started) / len(cases)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def score(outputs: list[np.ndarray], cases: list[Case], regressor: ParameterRegressor) -> dict:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    l1, psnr, ssim = [], [], []
+    pose_err, expr_err, motion_err = [], [], []
+    d_src, d_drv, leak, closer = [], [], [], []
+    for out, case in zip(outputs, cases, strict=True):
+        for f in range(out.shape[0]):
+            a = out[f].astype(np.float64) / 255.0
+            b = case.target[f].astype(np.float64) / 255.0
+            l1.append(np.abs(a - b).mean())
+            # Identical frames (the ground-truth row) have infinite PSNR; report 100 dB.
+            psnr.append(
+                100.0 if np.array_equal(a, b) else peak_signal_noise_ratio(b, a, data_range=1.0)
+            )
+            ssim.append(structural_similarity(b, a, channel_axis=-1, data_range=1.0))
+        with torch.no_grad():
+            pred_m, pred_i = regressor(_to_unit(out))
+        pred_m, pred_i = pred_m.numpy(), pred_i.numpy()
+        err = np.abs(pred_m - case.motion)
+        motion_err.append(err.mean())
+        pose_err.append(err[:, POSE].mean())
+        expr_err.append(err[:, EXPRESSION].mean())
+        ds = np.linalg.norm(pred_i - case.identity_a, axis=1)
+        dd = np.linalg.norm(pred_i - case.identity_b, axis=1)
+        d_src += list(ds)
+        d_drv += list(dd)
+        leak += list(ds / (ds + dd + 1e-9))
+        closer += list(dd < ds)
+    return {
+        "L1": float(np.mean(l1)),
+        "PSNR": float(np.mean(psnr)),
+        "SSIM": float(np.mean(ssim)),
+        "motion_mae": float(np.mean(motion_err)),
+        "pose_mae": float(np.mean(pose_err)),
+        "expression_mae": float(np.mean(expr_err)),
+        "id_dist_source": float(np.mean(d_src)),
+        "id_dist_driver": float(np.mean(d_drv)),
+        "leak": float(np.mean(leak)),
+        "closer_to_driver": float(np.mean(closer)),
+    }
+
+
+COLUMNS = (
+    ("L1", "L1 (lower)", "{:.4f}"),
+    ("PSNR", "PSNR dB", "{:.2f}"),
+    ("SSIM", "SSIM", "{:.3f}"),
+    ("motion_mae", "motion MAE", "{:.3f}"),
+    ("pose_mae", "pose MAE", "{:.3f}"),
+    ("expression_mae", "expr MAE", "{:.3f}"),
+    ("id_dist_source", "id d(src)", "{:.3f}"),
+    ("id_dist_driver", "id d(drv)", "{:.3f}"),
+    ("leak", "leak (lower)", "{:.3f}"),
+    ("closer_to_driver", "% closer to drv", "{:.0%}"),
+)
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    header = "| row | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    lines = [header, "|" + " --- |" * (len(COLUMNS) + 1)]
+    for name, metrics in rows.items():
+        cells = [fmt.format(metrics[key]) for key, _, fmt in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def contact_sheet(path: Path, cases: list[Case], outputs: dict[str, list[np.ndarray]]) -> None:
+    """Rows: reference | driving frames | each model's frames | target frames (per case)."""
+    from PIL import Image
+
+    size = cases[0].reference.shape[0]
+    frames = cases[0].driving.shape[0]
+    blocks = []
+    for k, case in enumerate(cases):
+        rows = [np.concatenate(list(case.driving), axis=1)]
+        rows += [np.concatenate(list(out[k]), axis=1) for out in outputs.values()]
+        rows.append(np.concatenate(list(case.target), axis=1))
+        ref_col = np.zeros((size * len(rows), size, 3), np.uint8)
+        ref_col[:size] = case.reference
+        blocks.append(np.concatenate([ref_col, np.concatenate(rows, axis=0)], axis=1))
+        blocks.append(np.full((4, size * (frames + 1), 3), 255, np.uint8))
+    Image.fromarray(np.concatenate(blocks, axis=0)).save(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", default=[], help="NAME=MODEL_OR_RUN_FOLDER")
+    parser.add_argument("--cases", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--guidance", type=float, default=2.5)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--sheet", type=Path, help="contact sheet PNG (first cases)")
+    parser.add_argument("--sheet-cases", type=int, default=4)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    print("regressors ...", flush=True)
+    regressor = train_regressor(args.size)
+    cases = make_cases(args.cases, args.frames, args.size)
+    rows: dict[str, dict[str, Any]] = {
+        "target (ground truth; regressor floor)": score(
+            [c.target for c in cases], cases, regressor
+        ),
+        "copy reference (no motion)": score(
+            [np.repeat(c.reference[None], args.frames, 0) for c in cases], cases, regressor
+        ),
+        "driving clip (full leakage)": score([c.driving for c in cases], cases, regressor),
+    }
+    outputs: dict[str, list[np.ndarray]] = {}
+    timing = {}
+    for spec in args.model:
+        name, _, folder = spec.partition("=")
+        print(f"model {name} ...", flush=True)
+        outputs[name], timing[name] = run_model(
+            folder, cases, args.steps, args.guidance, args.batch
+        )
+        rows[name] = score(outputs[name], cases, regressor)
+        rows[name]["seconds_per_case"] = timing[name]
+    table = markdown_table(rows)
+    print()
+    print(
+        f"SynthFace cross-reenactment, {args.cases} held-out cases x {args.frames} frames at "
+        f"{args.size}px, DDIM {args.steps} steps, guidance {args.guidance}"
+    )
+    print(table)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"settings": vars(args) | {"json": str(args.json)}, "rows": rows},
+                indent=1,
+                default=str,
+            )
+        )
+    if args.sheet and outputs:
+        contact_sheet(
+            args.sheet,
+            cases[: args.sheet_cases],
+            {k: v[: args.sheet_cases] for k, v in outputs.items()},
+        )
+    return 0 if all(math.isfinite(r["L1"]) for r in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
