@@ -220,6 +220,8 @@ WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
 WEBHOOK_MAX_RETRIES = env.int("WEBHOOK_MAX_RETRIES", 8, minimum=0)
 WEBHOOK_RETRY_BACKOFF = env.int("WEBHOOK_RETRY_BACKOFF", 5, minimum=1)
 WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", False)
+# Loopback/private/link-local receivers (server-side request forgery guard, see webhooks.py).
+WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", False)
 DOWNLOAD_LINK_SECONDS = env.int("DOWNLOAD_LINK_SECONDS", 300, minimum=10)
 
 LOGGING = {

@@ -18,3 +18,4 @@ if (_DEV_CA / "chain.pem").exists():
 
 # Local receivers (a developer's own test endpoint) are plain http.
 WEBHOOKS_ALLOW_HTTP = env.bool("WEBHOOKS_ALLOW_HTTP", True)
+WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = env.bool("WEBHOOKS_ALLOW_PRIVATE_ADDRESSES", True)

@@ -19,6 +19,7 @@ MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("whitenoise")]  # noqa: 
 
 # Tests use loopback receivers over plain http, fast heartbeats and short webhook back-off.
 WEBHOOKS_ALLOW_HTTP = True
+WEBHOOKS_ALLOW_PRIVATE_ADDRESSES = True  # receivers run on 127.0.0.1
 WORKER_HEARTBEAT_INTERVAL = env.float("WORKER_HEARTBEAT_INTERVAL", 1.0, minimum=0.1)
 WORKER_HEARTBEAT_TIMEOUT = env.float("WORKER_HEARTBEAT_TIMEOUT", 5.0, minimum=1.0)
 WEBHOOK_RETRY_BACKOFF = 1

@@ -6,16 +6,27 @@ state change and sent after commit by the ``reenactment.webhook_deliver`` task. 
 endpoint's secret, and ``X-Reenactment-Timestamp`` carries the timestamp, so receivers can reject
 replays. Failed attempts are retried with exponential backoff; every attempt is logged on the
 delivery.
+
+Server-side request forgery: unless ``WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` is set (the single-host
+demo and the tests do, for receivers on localhost), a URL whose host is, or resolves to, a
+loopback, private, link-local, multicast or otherwise non-public address is refused when it is
+registered and again before every attempt (DNS answers change), and redirects are never followed,
+so a registered URL cannot be turned against the platform's own network. The check and the
+connection resolve the name separately: deployments that must also resist DNS rebinding route
+webhooks through an egress proxy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -44,11 +55,56 @@ def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={mac.hexdigest()}"
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the failure it is: it could point anywhere, inside included."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def webhook_url_refusal(url: str, *, resolve: bool = True) -> str | None:
+    """Why ``url`` may not receive webhooks (a non-public address), or ``None``.
+
+    IP literals and ``localhost`` are judged as written; other names are resolved when
+    ``resolve`` is true (a name that does not resolve is not refused here: the attempt fails).
+    """
+    if settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES:
+        return None
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is the local machine"
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        if not resolve:
+            return None
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return None
+        # IPv6 scope ids ("fe80::1%eth0") are not part of the address.
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    for address in addresses:
+        if not address.is_global:
+            return f"{host} is, or resolves to, {address}, which is not a public address"
+    return None
+
+
 @transaction.atomic(durable=True)
 def webhook_endpoint_create(*, owner: User, url: str, acting_user: User) -> WebhookEndpoint:
     """Register ``url``; the returned endpoint's ``secret`` is shown to the owner once."""
     if not url.startswith(("https://", "http://")):
         raise ApplicationError("A webhook URL must be http(s).", code="invalid_url")
+    if not urllib.parse.urlsplit(url).hostname:
+        raise ApplicationError("A webhook URL must name a host.", code="invalid_url")
+    refusal = webhook_url_refusal(url)
+    if refusal is not None:
+        raise ApplicationError(
+            f"Webhook URLs must reach a public address: {refusal}.", code="private_url"
+        )
     if url.startswith("http://") and not settings.WEBHOOKS_ALLOW_HTTP:
         raise ApplicationError(
             "Webhook URLs must use https in this deployment.", code="insecure_url"
@@ -132,13 +188,18 @@ def webhook_delivery_attempt(*, delivery_id: int, final: bool) -> None:
     )
     code: int | None = None
     error = ""
-    try:
-        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT) as response:  # noqa: S310
-            code = response.status
-    except urllib.error.HTTPError as exc:
-        code, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        error = f"{type(exc).__name__}: {exc}"[:500]
+    refusal = webhook_url_refusal(delivery.endpoint.url)
+    if refusal is not None:
+        # Not retried: the address is the problem, not the receiver's availability.
+        error, final = f"refused: {refusal}", True
+    else:
+        try:
+            with _opener.open(request, timeout=settings.WEBHOOK_TIMEOUT) as response:
+                code = response.status
+        except urllib.error.HTTPError as exc:
+            code, error = exc.code, f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
     ok = code is not None and 200 <= code < 300
     delivery.attempts += 1
     delivery.last_status_code = code
