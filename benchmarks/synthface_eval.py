@@ -26,6 +26,13 @@ Usage::
     .venv/bin/python benchmarks/synthface_eval.py \\
         --model xnemo=/tmp/runs/xnemo_s1 --model spatial=/tmp/runs/spatial_s1 \\
         [--cases 16] [--frames 6] [--steps 20] [--threads 1] [--json out.json] [--sheet out.png]
+
+A model may carry its own sampler settings, e.g. the preview model with the settings its folder
+recommends, next to the release's sampling::
+
+    --model preview=reenactment/engine/preview_model \
+    --model preview-recommended=reenactment/engine/preview_model,defaults \
+    --model v0-at-half-strength=OLD_FOLDER,strength=0.5,init=reference,guidance=1.5
 """
 
 from __future__ import annotations
@@ -182,8 +189,39 @@ def make_cases(count: int, frames: int, size: int) -> list[Case]:
     return cases
 
 
+def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, dict[str, Any]]:
+    """``NAME=FOLDER[,key=value...]`` -> name, folder, sampler settings.
+
+    Keys: ``steps``, ``guidance``, ``strength``, ``init`` (``blurred_reference`` / ``reference``),
+    and the bare word ``defaults`` (the folder's ``_generation_defaults``, under what is given).
+    """
+    name, _, rest = spec.partition("=")
+    folder, *options = rest.split(",")
+    settings: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance}
+    keys = {
+        "steps": ("num_inference_steps", int),
+        "guidance": ("guidance_scale", float),
+        "strength": ("strength", float),
+        "init": ("initial_latents", str),
+    }
+    for option in options:
+        if option == "defaults":
+            from reenactment.engine.loading import read_generation_defaults
+            from reenactment.engine.training.export import resolve_model_folder
+
+            recommended = read_generation_defaults(resolve_model_folder(folder))
+            wanted = ("num_inference_steps", "guidance_scale", "strength", "initial_latents")
+            settings.update({k: recommended[k] for k in wanted if k in recommended})
+            continue
+        key, _, value = option.partition("=")
+        if key not in keys:
+            raise SystemExit(f"unknown model option {key!r} in {spec!r}")
+        settings[keys[key][0]] = keys[key][1](value)
+    return name, folder, settings
+
+
 def run_model(
-    folder: str, cases: list[Case], steps: int, guidance: float, batch: int
+    folder: str, cases: list[Case], settings: dict[str, Any], batch: int
 ) -> tuple[list[np.ndarray], float]:
     """Outputs ``(F, S, S, 3)`` uint8 per case, and seconds per case."""
     components = load_model_folder(folder)
@@ -194,9 +232,7 @@ def run_model(
         ref = torch.stack([_to_unit(c.reference[None])[0] for c in chunk]) * 2 - 1
         # f h w c -> c f h w
         drv = torch.stack([_to_unit(c.driving).transpose(0, 1) for c in chunk]) * 2 - 1
-        out = reenact(
-            components, ref, drv, num_inference_steps=steps, guidance_scale=guidance, seed=i
-        )
+        out = reenact(components, ref, drv, seed=i, **settings)
         # b c f h w -> b f h w c
         frames = ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
         outputs += list(frames.numpy())
@@ -293,13 +329,25 @@ def contact_sheet(path: Path, cases: list[Case], outputs: dict[str, list[np.ndar
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", default=[], help="NAME=MODEL_OR_RUN_FOLDER")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="NAME=MODEL_OR_RUN_FOLDER[,steps=N][,guidance=G][,strength=S][,init=reference]"
+        "[,defaults] (defaults: the folder's recommended settings)",
+    )
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=2.5)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument(
+        "--regressor-steps",
+        type=int,
+        default=2500,
+        help="training steps of the motion/identity regressor (cached per value)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--sheet", type=Path, help="contact sheet PNG (first cases)")
@@ -308,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     print("regressors ...", flush=True)
-    regressor = train_regressor(args.size)
+    regressor = train_regressor(args.size, steps=args.regressor_steps)
     cases = make_cases(args.cases, args.frames, args.size)
     rows: dict[str, dict[str, Any]] = {
         "target (ground truth; regressor floor)": score(
@@ -321,12 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     outputs: dict[str, list[np.ndarray]] = {}
     timing = {}
+    sampler: dict[str, dict[str, Any]] = {}
     for spec in args.model:
-        name, _, folder = spec.partition("=")
-        print(f"model {name} ...", flush=True)
-        outputs[name], timing[name] = run_model(
-            folder, cases, args.steps, args.guidance, args.batch
-        )
+        name, folder, sampler[name] = parse_model_spec(spec, args.steps, args.guidance)
+        print(f"model {name} {sampler[name]} ...", flush=True)
+        outputs[name], timing[name] = run_model(folder, cases, sampler[name], args.batch)
         rows[name] = score(outputs[name], cases, regressor)
         rows[name]["seconds_per_case"] = timing[name]
     table = markdown_table(rows)
@@ -336,10 +383,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.size}px, DDIM {args.steps} steps, guidance {args.guidance}"
     )
     print(table)
+    for name, settings in sampler.items():
+        print(f"  {name}: {settings}")
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"settings": vars(args) | {"json": str(args.json)}, "rows": rows},
+                {
+                    "settings": vars(args) | {"json": str(args.json)},
+                    "samplers": sampler,
+                    "rows": rows,
+                },
                 indent=1,
                 default=str,
             )

@@ -39,6 +39,10 @@ PARAMETER_FIELDS = {
     "seed": serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False),
     "resolution": serializers.IntegerField(min_value=32, max_value=1024, required=False),
     "paste_back": serializers.BooleanField(required=False),
+    "strength": serializers.FloatField(min_value=0.05, max_value=1.0, required=False),
+    "initial_latents": serializers.ChoiceField(
+        choices=["blurred_reference", "reference", "noise"], required=False
+    ),
 }
 
 

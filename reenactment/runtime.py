@@ -106,17 +106,10 @@ def pipeline_for(model_version: Any) -> Any:
 
 def generation_defaults(model_version: Any) -> dict[str, Any]:
     """The settings the model's folder recommends (``_generation_defaults`` of model_index.json)."""
-    import json
-
     from governance.services.registry import model_version_folder_path
-    from reenactment.engine.demo_model import GENERATION_DEFAULTS_KEY
+    from reenactment.engine.loading import read_generation_defaults
 
-    index = model_version_folder_path(model_version) / "model_index.json"
-    try:
-        values = json.loads(index.read_text()).get(GENERATION_DEFAULTS_KEY, {})
-    except (OSError, ValueError):
-        return {}
-    return dict(values) if isinstance(values, dict) else {}
+    return read_generation_defaults(model_version_folder_path(model_version))
 
 
 def loaded_model_versions() -> list[int]:

@@ -203,10 +203,10 @@ def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
     import torch
 
     from reenactment.engine.loading import (
-        SUBFOLDERS,
         CheckpointError,
         compare_layouts,
         module_layout,
+        network_class,
         read_layout,
     )
 
@@ -221,7 +221,11 @@ def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
                 f"{name}/ must hold config.json and one .safetensors file (our layout)."
             )
         config = _json_object(config_path)
-        cls = SUBFOLDERS[name]
+        try:
+            # model_index.json may name another of our networks (the compact motion encoder).
+            cls = network_class(folder, name)
+        except CheckpointError as exc:
+            raise ModelFilesIncompatibleError(str(exc)) from exc
         try:
             with torch.device("meta"):
                 module = cls.from_config(config)

@@ -159,6 +159,43 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+#: What ``animate`` uses when neither the command line nor the model folder says (the release).
+RELEASE_SETTINGS = {
+    "num_inference_steps": 35,
+    "guidance_scale": 2.5,
+    "resolution": 512,
+    "strength": 1.0,
+    "initial_latents": "blurred_reference",
+}
+
+
+def _generation_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Command line, else the model folder's ``_generation_defaults``, else the release's."""
+    from .loading import read_generation_defaults
+
+    given = {
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "resolution": args.resolution,
+        "strength": args.strength,
+        "initial_latents": args.initial_latents,
+    }
+    recommended = read_generation_defaults(args.model)
+    return {
+        key: value
+        if value is not None
+        else type(RELEASE_SETTINGS[key])(recommended.get(key, RELEASE_SETTINGS[key]))
+        for key, value in given.items()
+    }
+
+
 def _pick_device(name: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; raises ``ValueError`` for a device
     that does not exist here (a bad option, not a crash)."""
@@ -232,8 +269,9 @@ def _animate(args: argparse.Namespace) -> int:
         return bad_input(f"{out.name}: the output must be an .mp4 file")
     if not out.parent.is_dir():
         return bad_input(f"output folder does not exist: {out.parent}")
-    if args.resolution % 8:
-        return bad_input(f"--resolution must be a multiple of 8, got {args.resolution}")
+    settings = _generation_settings(args)
+    if settings["resolution"] % 8:
+        return bad_input(f"--resolution must be a multiple of 8, got {settings['resolution']}")
     try:
         portrait, report = load_image(portrait_path, max_side=args.max_portrait_side)
         if report.downscaled:
@@ -261,7 +299,9 @@ def _animate(args: argparse.Namespace) -> int:
     try:
         backend = get_face_backend("dlib")
         try:
-            reference = preprocess_reference(portrait, backend, generation_size=args.resolution)
+            reference = preprocess_reference(
+                portrait, backend, generation_size=settings["resolution"]
+            )
         except FaceError as exc:
             if isinstance(exc, FaceModelError):
                 raise
@@ -271,16 +311,19 @@ def _animate(args: argparse.Namespace) -> int:
         )
         pipe.set_progress_bar_config(disable=True)
         segments = len(plan_segments(info.frame_count, args.segment_frames, 24))
-        progress = _ProgressBar(not args.quiet, segments * args.steps)
+        from .configs import strength_timesteps
+
+        steps_run = len(
+            strength_timesteps(range(settings["num_inference_steps"]), settings["strength"])
+        )
+        progress = _ProgressBar(not args.quiet, segments * steps_run)
         try:
             result = pipe(
                 reference,
                 driving_path,
                 output_path=out,
-                num_inference_steps=args.steps,
-                guidance_scale=args.guidance,
+                **settings,
                 seed=args.seed,
-                resolution=args.resolution,
                 segment_frames=args.segment_frames,
                 paste_back=not args.no_paste_back,
                 face_backend=backend,
@@ -311,6 +354,11 @@ def _animate(args: argparse.Namespace) -> int:
         f"{float(result.fps):g} fps, audio {'yes' if result.has_audio else 'no'}, "
         f"seed {result.seed}, {result.timings['total_s']:.1f} s"
     )
+    print(
+        f"settings: {settings['resolution']} px, {settings['num_inference_steps']} steps, "
+        f"guidance {settings['guidance_scale']:g}, strength {settings['strength']:g}, "
+        f"start {settings['initial_latents']}"
+    )
     return EXIT_OK
 
 
@@ -334,14 +382,31 @@ def register_animate(subparsers: SubParsers) -> None:
         "--model", required=True, metavar="DIR", help="model folder (ours or the release's)"
     )
     parser.add_argument(
-        "--steps", type=_positive_int, default=35, metavar="N", help="denoising steps (35)"
+        "--steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="denoising steps (the model's recommendation, else 35)",
     )
     parser.add_argument(
         "--guidance",
         type=_non_negative_float,
-        default=2.5,
+        default=None,
         metavar="G",
-        help="classifier-free guidance scale (2.5)",
+        help="classifier-free guidance scale (the model's recommendation, else 2.5)",
+    )
+    parser.add_argument(
+        "--strength",
+        type=_unit_interval,
+        default=None,
+        metavar="S",
+        help="share of the schedule run, in (0, 1] (the model's recommendation, else 1.0)",
+    )
+    parser.add_argument(
+        "--initial-latents",
+        choices=["blurred_reference", "reference", "noise"],
+        default=None,
+        help="start of the denoising (the model's recommendation, else blurred_reference)",
     )
     parser.add_argument(
         "--seed", type=int, default=None, metavar="S", help="seed (default: random, printed)"
@@ -363,9 +428,9 @@ def register_animate(subparsers: SubParsers) -> None:
     parser.add_argument(
         "--resolution",
         type=_positive_int,
-        default=512,
+        default=None,
         metavar="PX",
-        help="generation size of the face crop (512; a multiple of 8)",
+        help="generation size of the face crop (the model's recommendation, else 512)",
     )
     parser.add_argument(
         "--segment-frames",

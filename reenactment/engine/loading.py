@@ -23,6 +23,7 @@ written by the networks' ``save_pretrained`` (safetensors + ``config.json``).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
@@ -33,11 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from diffusers.models.modeling_utils import ModelMixin
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
 from .configs import sd_unet_config
+from .networks.compact_motion_encoder import CompactMotionEncoder
 from .networks.motion_encoder import MotionEncoder
 from .networks.positional import interleaved_sincos
 from .networks.unet_2d_reference import UNet2DReferenceModel
@@ -100,6 +103,10 @@ class ChecksumMismatchError(CheckpointError):
 
 class ModelFolderNotFoundError(CheckpointError, FileNotFoundError):
     """A local model folder (SD UNet, CLIP, VAE, our layout) is missing or incomplete."""
+
+
+class ModelIndexError(CheckpointError):
+    """``model_index.json`` names a network class that does not exist or is not accepted."""
 
 
 class CheckpointIncompatibleError(CheckpointError):
@@ -260,7 +267,7 @@ class XNemoNetworks:
 
     reference_unet: UNet2DReferenceModel
     denoising_unet: UNet3DDenoisingModel
-    motion_encoder: MotionEncoder
+    motion_encoder: MotionEncoder | CompactMotionEncoder
 
 
 def build_networks(
@@ -833,17 +840,82 @@ def save_xnemo_model(folder: PathLike, networks: XNemoNetworks) -> None:
         getattr(networks, name).save_pretrained(folder / name, safe_serialization=True)
 
 
+#: Packages whose classes a ``model_index.json`` may name for the three X-NeMo networks. The
+#: index is data from a model folder: importing whatever module it names would let a folder run
+#: code, so only our own engine's networks are accepted.
+NETWORK_MODULE_PREFIX = "reenactment.engine."
+
+
+def read_generation_defaults(folder: PathLike) -> dict[str, Any]:
+    """The settings a model folder recommends (``_generation_defaults`` of its model_index.json).
+
+    Empty when the folder has no index, the index is unreadable or names none: the pipeline's
+    own (release) defaults apply then.
+    """
+    from .demo_model import GENERATION_DEFAULTS_KEY
+
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    values = index.get(GENERATION_DEFAULTS_KEY, {}) if isinstance(index, dict) else {}
+    return dict(values) if isinstance(values, dict) else {}
+
+
+def network_class(folder: PathLike, name: str) -> type[ModelMixin]:
+    """The class ``model_index.json`` names for network ``name`` (the official one by default).
+
+    Folders without an index, or whose index does not name the network, get the official class
+    (:data:`SUBFOLDERS`). A named class must live under :data:`NETWORK_MODULE_PREFIX` and be a
+    diffusers ``ModelMixin``; anything else is refused with :class:`ModelIndexError`
+    naming the entry.
+    """
+    default = SUBFOLDERS[name]
+    index_path = Path(folder) / "model_index.json"
+    if not index_path.is_file():
+        return default
+    entry = _read_json_object(index_path, "model index").get(name)
+    if entry is None:
+        return default
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
+        raise ModelIndexError(
+            f"{index_path}: entry {name!r} must be [module, class], got {entry!r}"
+        )
+    module_name, class_name = entry
+    if not module_name.startswith(NETWORK_MODULE_PREFIX):
+        raise ModelIndexError(
+            f"{index_path}: {name} names {module_name}.{class_name}; only classes under "
+            f"{NETWORK_MODULE_PREFIX}* are loaded"
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ModelIndexError(
+            f"{index_path}: {name} names {module_name}.{class_name}, which does not exist"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, ModelMixin)):
+        raise ModelIndexError(
+            f"{index_path}: {name} names {module_name}.{class_name}, which is not a network"
+        )
+    return cls
+
+
 def load_xnemo_model(
     folder: PathLike,
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> XNemoNetworks:
-    """Load a folder written by :func:`save_xnemo_model` (local files only)."""
+    """Load a folder written by :func:`save_xnemo_model` (local files only).
+
+    Each network is built from the class ``model_index.json`` names (see :func:`network_class`;
+    the SynthFace preview model uses the compact motion encoder), else the official one.
+    """
     folder = Path(folder)
     loaded: dict[str, Any] = {}
-    for name, cls in SUBFOLDERS.items():
+    for name in SUBFOLDERS:
         _model_folder(folder / name, None, f"X-NeMo {name}")
+        cls = network_class(folder, name)
         model = cls.from_pretrained(folder / name, local_files_only=True)  # type: ignore[call-arg]
         _cast(model, device, dtype)
         loaded[name] = model.eval()
@@ -993,6 +1065,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointIncompatibleError",
     "ChecksumMismatchError",
+    "ModelIndexError",
     "CompatibilityReport",
     "DenoisingCoverage",
     "InspectionReport",

@@ -84,9 +84,10 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .configs import REFERENCE_LATENT_SCALE, scheduler_config
+from .configs import REFERENCE_LATENT_SCALE, scheduler_config, strength_timesteps
 from .faces import FaceBackend, get_face_backend
 from .networks import (
+    CompactMotionEncoder,
     MotionEncoder,
     UNet2DReferenceModel,
     UNet3DDenoisingModel,
@@ -387,7 +388,7 @@ class ReenactmentPipeline(DiffusionPipeline):
     image_encoder: CLIPVisionModelWithProjection
     reference_unet: UNet2DReferenceModel
     denoising_unet: UNet3DDenoisingModel
-    motion_encoder: MotionEncoder
+    motion_encoder: MotionEncoder | CompactMotionEncoder
     scheduler: Any  # a diffusers scheduler: set_timesteps / scale_model_input / step / add_noise
 
     def __init__(
@@ -396,7 +397,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         image_encoder: CLIPVisionModelWithProjection,
         reference_unet: UNet2DReferenceModel,
         denoising_unet: UNet3DDenoisingModel,
-        motion_encoder: MotionEncoder,
+        motion_encoder: MotionEncoder | CompactMotionEncoder,
         scheduler: SchedulerMixin,
     ) -> None:
         super().__init__()
@@ -619,7 +620,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         noise: torch.Tensor,
         first_timestep: torch.Tensor,
         *,
-        mode: Literal["blurred_reference", "noise"] = "blurred_reference",
+        mode: Literal["blurred_reference", "reference", "noise"] = "blurred_reference",
         blur_kernel_size: int = BLUR_KERNEL_SIZE,
         blur_sigma: float = BLUR_SIGMA,
     ) -> torch.Tensor:
@@ -631,13 +632,19 @@ class ReenactmentPipeline(DiffusionPipeline):
             first_timestep: The first (largest) timestep.
             mode: ``"blurred_reference"`` (release): the reference latent, blurred, repeated over
                 the frames and noised to ``first_timestep`` with ``scheduler.add_noise``;
-                ``"noise"``: pure noise scaled by the scheduler's ``init_noise_sigma``.
+                ``"reference"``: the same without the blur (with ``strength`` < 1 the output
+                keeps more of the portrait's colours and layout); ``"noise"``: pure noise scaled
+                by the scheduler's ``init_noise_sigma``.
         """
         if mode == "noise":
             return noise * self.scheduler.init_noise_sigma
-        if mode != "blurred_reference":
+        if mode not in ("blurred_reference", "reference"):
             raise ValueError(f"unknown initial-latents mode {mode!r}")
-        blurred = gaussian_blur(reference_latents.float(), blur_kernel_size, blur_sigma)
+        blurred = (
+            gaussian_blur(reference_latents.float(), blur_kernel_size, blur_sigma)
+            if mode == "blurred_reference"
+            else reference_latents.float()
+        )
         # 1 c h w -> 1 c f h w
         repeated = blurred.unsqueeze(2).expand(-1, -1, noise.shape[2], -1, -1)
         # 0-d timestep -> (1,): one timestep for every frame, as the release's per-frame calls
@@ -816,6 +823,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         guidance_scale: float,
         resolution: int,
         context_frames: int,
+        strength: float = 1.0,
         context_overlap: int,
         context_stride: int,
         segment_frames: int,
@@ -837,6 +845,8 @@ class ReenactmentPipeline(DiffusionPipeline):
                 raise PipelineInputError(f"{name} must be one of {allowed}, got {value!r}")
         if num_inference_steps < 1:
             raise PipelineInputError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if not (math.isfinite(strength) and 0 < strength <= 1):
+            raise PipelineInputError(f"strength must be in (0, 1], got {strength}")
         if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise PipelineInputError(
                 f"guidance_scale must be a finite number >= 0, got {guidance_scale}"
@@ -903,6 +913,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         num_inference_steps: int = NUM_INFERENCE_STEPS,
         guidance_scale: float = GUIDANCE_SCALE,
         eta: float = 0.0,
+        strength: float = 1.0,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         resolution: int = GENERATION_SIZE,
@@ -913,7 +924,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         window_offsets: Literal["random", "none"] | Sequence[int] = "random",
         segment_frames: int = DEFAULT_SEGMENT_FRAMES,
         segment_overlap: int | None = None,
-        initial_latents: Literal["blurred_reference", "noise"] = "blurred_reference",
+        initial_latents: Literal["blurred_reference", "reference", "noise"] = "blurred_reference",
         blur_kernel_size: int = BLUR_KERNEL_SIZE,
         blur_sigma: float = BLUR_SIGMA,
         negative_clip: Literal["zeros", "reference"] = "zeros",
@@ -949,6 +960,10 @@ class ReenactmentPipeline(DiffusionPipeline):
             audio: Mux the driving video's audio (re-encoded, trimmed to the video).
             crf: H.264 quality (18 = visually lossless, as the release).
             num_inference_steps: Denoising steps (release: 35).
+            strength: Share of the ``num_inference_steps`` schedule that is run (release: 1.0,
+                every step from the first timestep). Below 1 the initial latents are noised only
+                to a later timestep and the first steps are skipped (SDEdit-style): small models
+                keep the portrait's appearance better, at the cost of weaker large motions.
             guidance_scale: Classifier-free guidance (release: 2.5; <= 1 disables it).
             eta: DDIM eta (release: 0).
             seed: Seed of the CPU generator that draws the initial noise and the window offsets;
@@ -965,7 +980,8 @@ class ReenactmentPipeline(DiffusionPipeline):
             segment_frames: Longest run of frames denoised together (module docs).
             segment_overlap: Frames carried from one segment into the next (default:
                 ``context_overlap``).
-            initial_latents: ``"blurred_reference"`` (release) or ``"noise"``.
+            initial_latents: ``"blurred_reference"`` (release), ``"reference"`` (unblurred) or
+                ``"noise"``.
             blur_kernel_size: Blur kernel of the initial latents (release: 9).
             blur_sigma: Blur sigma (release: 18).
             negative_clip: Unconditional CLIP token: ``"zeros"`` (release) or ``"reference"``.
@@ -1016,6 +1032,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             guidance_scale=guidance_scale,
             resolution=resolution,
             context_frames=context_frames,
+            strength=strength,
             context_overlap=context_overlap,
             context_stride=context_stride,
             segment_frames=segment_frames,
@@ -1027,7 +1044,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             fps=fps,
             driving_is_path=driving_is_path,
             choices={
-                "initial_latents": (initial_latents, ("blurred_reference", "noise")),
+                "initial_latents": (initial_latents, ("blurred_reference", "reference", "noise")),
                 "negative_clip": (negative_clip, ("zeros", "reference")),
                 "negative_motion": (negative_motion, ("reference", "zeros")),
                 "bbox_mode": (bbox_mode, ("neutral", "tracked")),
@@ -1155,7 +1172,7 @@ class ReenactmentPipeline(DiffusionPipeline):
 
             # 4. Timesteps.
             self.scheduler.set_timesteps(num_inference_steps, device=device)
-            timesteps = self.scheduler.timesteps
+            timesteps = strength_timesteps(self.scheduler.timesteps, strength)
             latent_size = resolution // self.vae_scale_factor
             lookahead = context_frames
             plan = (
@@ -1404,6 +1421,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             "num_inference_steps",
             "guidance_scale",
             "eta",
+            "strength",
             "resolution",
             "context_frames",
             "context_overlap",

@@ -202,6 +202,8 @@ def _generation_parameters(job: RenderJob) -> dict[str, Any]:
         "seed",
         "resolution",
         "paste_back",
+        "strength",
+        "initial_latents",
         "context_frames",
         "context_overlap",
         "detect_every",

@@ -22,7 +22,12 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from reenactment.engine.__main__ import build_parser, main
+from reenactment.engine.__main__ import (
+    RELEASE_SETTINGS,
+    _generation_settings,
+    build_parser,
+    main,
+)
 from reenactment.engine.demo_model import build_tiny_model
 from reenactment.engine.video_io import make_test_clip, probe_video
 
@@ -312,8 +317,22 @@ def test_commands_are_registered() -> None:
     args = build_parser().parse_args(
         ["animate", "--portrait", "p", "--driving", "d", "--out", "o.mp4", "--model", "m"]
     )
-    assert (args.steps, args.guidance, args.seed, args.no_paste_back) == (35, 2.5, None, False)
-    assert (args.device, args.dtype, args.resolution) == ("auto", "auto", 512)
+    assert (args.seed, args.no_paste_back, args.device, args.dtype) == (None, False, "auto", "auto")
+    # Generation settings not given come from the model folder, else from the release.
+    assert (args.steps, args.guidance, args.resolution, args.strength) == (None, None, None, None)
+    assert (
+        _generation_settings(args)
+        == RELEASE_SETTINGS
+        == {
+            "num_inference_steps": 35,
+            "guidance_scale": 2.5,
+            "resolution": 512,
+            "strength": 1.0,
+            "initial_latents": "blurred_reference",
+        }
+    )
+    args.steps = 4
+    assert _generation_settings(args)["num_inference_steps"] == 4
     with pytest.raises(SystemExit):
         build_parser().parse_args(["animate", "--portrait", "p"])
     assert main(["inspect-checkpoint", "/nonexistent/checkpoint.pth"]) == 2

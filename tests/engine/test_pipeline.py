@@ -428,6 +428,64 @@ def test_carried_frames_follow_the_previous_segments_trajectory(
         torch.testing.assert_close(seen[step][:, :, :3], carried[step])
 
 
+def test_strength_runs_the_tail_of_the_schedule_from_a_less_noised_start(
+    pipe: ReenactmentPipeline,
+    reference: ReferenceFace,
+    driving_frames: list[DrivingFrame],
+) -> None:
+    timesteps: list[int] = []
+
+    def callback(p: ReenactmentPipeline, step: int, t: Any, info: dict[str, Any]) -> dict:
+        timesteps.append(int(t))
+        if step == 0:
+            first_latents.append(info["latents"].clone())
+        return {}
+
+    first_latents: list[torch.Tensor] = []
+    full = run(
+        pipe, reference, driving_frames, num_inference_steps=10, callback_on_step_end=callback
+    )
+    full_steps = list(timesteps)
+    timesteps.clear()
+    half = run(
+        pipe,
+        reference,
+        driving_frames,
+        num_inference_steps=10,
+        strength=0.5,
+        initial_latents="reference",
+        callback_on_step_end=callback,
+    )
+    assert len(full_steps) == 10 and timesteps == full_steps[5:]
+    assert half.parameters["strength"] == 0.5
+    assert half.parameters["initial_latents"] == "reference"
+    assert full.parameters["strength"] == 1.0
+    assert not np.array_equal(np.stack(full.frames), np.stack(half.frames))
+    # Every strength runs at least the last step.
+    timesteps.clear()
+    run(
+        pipe,
+        reference,
+        driving_frames,
+        num_inference_steps=10,
+        strength=0.01,
+        callback_on_step_end=callback,
+    )
+    assert timesteps == full_steps[-1:]
+
+
+def test_unblurred_initial_latents_are_the_reference_noised(pipe: ReenactmentPipeline) -> None:
+    pipe.scheduler.set_timesteps(10)
+    t = pipe.scheduler.timesteps[5]
+    generator = torch.Generator().manual_seed(2)
+    reference_latents = torch.randn((1, 4, 8, 8), generator=generator)
+    noise = torch.randn((1, 4, 3, 8, 8), generator=generator)
+    latents = pipe.initial_latents(reference_latents, noise, t, mode="reference")
+    alpha = pipe.scheduler.alphas_cumprod[int(t)]
+    expected = alpha.sqrt() * reference_latents.unsqueeze(2) + (1 - alpha).sqrt() * noise
+    torch.testing.assert_close(latents, expected)
+
+
 def test_progress_callback_and_interrupt_leave_no_output(
     pipe: ReenactmentPipeline,
     reference: ReferenceFace,
@@ -561,6 +619,9 @@ def test_long_video_memory_does_not_grow_with_length(
         ({"segment_frames": 10}, "segment_frames"),
         ({"negative_clip": "noise"}, "negative_clip must be one of"),
         ({"callback_on_step_end_tensor_inputs": ["banks"]}, "not among"),
+        ({"strength": 0.0}, "strength must be in"),
+        ({"strength": 1.5}, "strength must be in"),
+        ({"initial_latents": "blurred"}, "initial_latents must be one of"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(

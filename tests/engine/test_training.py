@@ -343,13 +343,86 @@ def test_cli_trains_exports_and_the_model_folder_animates(snapshot: Path, tmp_pa
     components = load_model_folder(run)
     index = json.loads((run / "model" / "model_index.json").read_text())
     assert index["motion_encoder"] == [
-        "reenactment.engine.training.components",
+        "reenactment.engine.networks.compact_motion_encoder",
         "CompactMotionEncoder",
     ]
+    assert index["_generation_defaults"] == {"resolution": components.config.resolution}
+    info = json.loads((run / "model" / "training.json").read_text())
+    assert [(r["name"], r["stage"], r["steps"]) for r in info["stages"]] == [("run", 1, 1)]
     reference = torch.rand(1, 3, 32, 32) * 2 - 1
     driving = torch.rand(1, 3, 3, 32, 32) * 2 - 1
     out = reenact(components, reference, driving, num_inference_steps=2)
     assert out.shape == (1, 3, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_path: Path) -> None:
+    """A model built from several runs records every one of them, with steps and wall clock."""
+    first = Trainer(
+        make_config(tmp_path, output_dir=str(tmp_path / "first"), max_steps=1),
+        snapshot,
+        show_progress=False,
+    )
+    first.train()
+    decoder = Trainer(
+        make_config(
+            tmp_path,
+            stage=0,
+            output_dir=str(tmp_path / "decoder"),
+            init_from=str(tmp_path / "first"),
+            init_components=["vae"],
+            vae_train_encoder=False,
+            max_steps=1,
+        ),
+        snapshot,
+        show_progress=False,
+    )
+    decoder.train()
+    second = Trainer(
+        make_config(
+            tmp_path,
+            stage=2,
+            output_dir=str(tmp_path / "second"),
+            init_from=str(tmp_path / "first"),
+            init_overrides={"vae": str(tmp_path / "decoder")},
+            max_steps=1,
+            generation_defaults={"num_inference_steps": 12},
+        ),
+        snapshot,
+        show_progress=False,
+    )
+    # The VAE comes from the decoder run, everything else from the first run.
+    for name, source in (("vae", decoder), ("reference_unet", first)):
+        expected = getattr(source.components, name).state_dict()
+        actual = getattr(second.components, name).state_dict()
+        assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert not torch.equal(
+        decoder.components.vae.decoder.conv_out.weight, first.components.vae.decoder.conv_out.weight
+    )
+    folder = second.train()
+    assert folder is not None
+    info = json.loads((folder / "training.json").read_text())
+    runs = info["stages"]
+    assert [(r["name"], r["stage"], r["steps"]) for r in runs] == [
+        ("first", 1, 1),
+        ("decoder", 0, 1),
+        ("second", 2, 1),
+    ]
+    assert runs[2]["init_overrides"] == {"vae": str(tmp_path / "decoder")}
+    assert all(r["wall_clock_min"] >= 0 for r in runs)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_generation_defaults"] == {"resolution": 32, "num_inference_steps": 12}
+
+
+def test_logged_wall_clock_sums_resumed_segments(tmp_path: Path) -> None:
+    from reenactment.engine.training.trainer import logged_wall_clock_s
+
+    log = tmp_path / "train_log.jsonl"
+    assert logged_wall_clock_s(log) == 0.0
+    records = [10.0, 20.0, 30.0, 5.0, 15.0]  # resumed after the record at 30 s
+    log.write_text(
+        "".join(json.dumps({"step": i, "elapsed_s": e}) + "\n" for i, e in enumerate(records))
+    )
+    assert logged_wall_clock_s(log) == 45.0
 
 
 def test_official_size_motion_encoder_export_loads_strictly(snapshot: Path, tmp_path: Path) -> None:

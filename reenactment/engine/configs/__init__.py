@@ -14,7 +14,10 @@ Use the ``*_config()`` functions to get independent deep copies that can be modi
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+TimestepsT = TypeVar("TimestepsT", bound=Sequence[Any])  # a list or a 1-D tensor
 
 SD_IMAGE_VARIATIONS_UNET_CONFIG: dict[str, Any] = {
     "_class_name": "UNet2DConditionModel",
@@ -112,6 +115,17 @@ def unet_additional_kwargs() -> dict[str, Any]:
 def scheduler_config() -> dict[str, Any]:
     """A deep copy of :data:`XNEMO_SCHEDULER_CONFIG`."""
     return copy.deepcopy(XNEMO_SCHEDULER_CONFIG)
+
+
+def strength_timesteps(timesteps: TimestepsT, strength: float) -> TimestepsT:
+    """The tail of a denoising schedule that a run of ``strength`` in (0, 1] goes through.
+
+    ``strength`` 1 is the whole schedule (the release); lower values skip the first, noisiest
+    steps (SDEdit-style), so the initial latents are noised less and keep more of the portrait.
+    At least the last step always runs.
+    """
+    skip = min(len(timesteps) - 1, int(round(len(timesteps) * (1.0 - strength))))
+    return timesteps[skip:]
 
 
 def motion_encoder_config() -> dict[str, Any]:

@@ -3,11 +3,13 @@
 * :class:`UNet2DReferenceModel` - reference ("appearance") UNet, writes reference banks.
 * :class:`UNet3DDenoisingModel` - video denoiser with motion and temporal modules.
 * :class:`MotionEncoder` - face crop + box parameters -> 32 motion tokens x 16.
+* :class:`CompactMotionEncoder` - the same head and tokens on a small backbone (CPU-trained models).
 * :class:`ReferenceAttentionControl` and :func:`guided_noise_prediction` - the reference-attention
   hand-over and one classifier-free-guided noise prediction.
 """
 
 from .attention import ReferenceMode
+from .compact_motion_encoder import CompactMotionEncoder
 from .motion_encoder import MotionEncoder
 from .reference_attention import (
     GuidedNoisePrediction,
@@ -24,6 +26,7 @@ from .unet_2d_reference import UNet2DReferenceModel, UNet2DReferenceOutput
 from .unet_3d_denoising import UNet3DDenoisingModel, UNet3DDenoisingOutput
 
 __all__ = [
+    "CompactMotionEncoder",
     "GuidedNoisePrediction",
     "MotionEncoder",
     "ReferenceAttentionControl",

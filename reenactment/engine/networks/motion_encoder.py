@@ -15,6 +15,8 @@ in eval mode at inference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -371,25 +373,41 @@ class MotionEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
         Returns:
             ``(N, 32, 16)`` for images, ``(B, F, 32, 16)`` for clips.
         """
-        if images.ndim == 5:
-            batch, channels, frames, height, width = images.shape
-            # b c f h w -> (b f) c h w
-            flat_images = images.transpose(1, 2).reshape(batch * frames, channels, height, width)
-            if bbox_params.ndim == 2:
-                # b c -> b f c : one box for the whole clip.
-                bbox_params = bbox_params[:, None].expand(batch, frames, bbox_params.shape[-1])
-            # b f c -> (b f) c
-            flat_params = bbox_params.reshape(batch * frames, -1)
-        elif images.ndim == 4:
-            flat_images, flat_params = images, bbox_params
-        else:
-            raise ValueError(f"expected 4-D or 5-D face crops, got shape {tuple(images.shape)}")
+        return motion_tokens(self, images, bbox_params, self.model)
 
-        features = self.model(flat_images)  # (N, 512)
-        code = self.final_proj(torch.cat([features, self.bbox_proj(flat_params)], dim=1))
-        # n (l c) -> n l c : token l is channels l*c .. l*c + c - 1
-        tokens = code.reshape(code.shape[0], -1, self.config["out_ch"]) + self.pe.to(code.dtype)
-        if images.ndim == 5:
-            # (b f) l c -> b f l c
-            tokens = tokens.reshape(batch, frames, *tokens.shape[1:])
-        return tokens
+
+def motion_tokens(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    bbox_params: torch.Tensor,
+    backbone: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The official motion head around any backbone (shared by both motion encoders).
+
+    ``backbone`` maps ``(N, 3, S, S)`` crops to ``(N, expression_dim)`` features; ``encoder``
+    holds ``bbox_proj``, ``final_proj``, the ``pe`` table and ``config["out_ch"]``. Shapes as in
+    :meth:`MotionEncoder.forward`.
+    """
+    if images.ndim == 5:
+        batch, channels, frames, height, width = images.shape
+        # b c f h w -> (b f) c h w
+        flat_images = images.transpose(1, 2).reshape(batch * frames, channels, height, width)
+        if bbox_params.ndim == 2:
+            # b c -> b f c : one box for the whole clip.
+            bbox_params = bbox_params[:, None].expand(batch, frames, bbox_params.shape[-1])
+        # b f c -> (b f) c
+        flat_params = bbox_params.reshape(batch * frames, -1)
+    elif images.ndim == 4:
+        flat_images, flat_params = images, bbox_params
+    else:
+        raise ValueError(f"expected 4-D or 5-D face crops, got shape {tuple(images.shape)}")
+
+    features = backbone(flat_images)  # (N, 512)
+    code = encoder.final_proj(torch.cat([features, encoder.bbox_proj(flat_params)], dim=1))
+    # n (l c) -> n l c : token l is channels l*c .. l*c + c - 1
+    out_ch = int(encoder.config["out_ch"])
+    tokens = code.reshape(code.shape[0], -1, out_ch) + encoder.pe.to(code.dtype)
+    if images.ndim == 5:
+        # (b f) l c -> b f l c
+        tokens = tokens.reshape(batch, frames, *tokens.shape[1:])
+    return tokens

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..demo_model import GENERATION_DEFAULTS_KEY
 from ..loading import (
     DENOISING_UNET_FILE,
     MOTION_ENCODER_FILE,
@@ -106,6 +107,7 @@ def save_model_folder(
     *,
     dtype: torch.dtype | None = None,
     training_info: Mapping[str, Any] | None = None,
+    generation_defaults: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the complete model folder atomically (replacing an existing one).
 
@@ -116,6 +118,7 @@ def save_model_folder(
             diffusers networks load them back in float32 unless told otherwise). The CLIP image
             encoder is always stored in float32 (transformers keeps the stored dtype).
         training_info: Written to ``training.json``.
+        generation_defaults: Written to ``model_index.json`` as ``_generation_defaults``.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +151,8 @@ def save_model_folder(
             "_class_name": PIPELINE_CLASS,
             "_diffusers_version": diffusers.__version__,
         }
+        if generation_defaults:
+            index[GENERATION_DEFAULTS_KEY] = dict(generation_defaults)
         for name, module in {
             **modules,
             "image_encoder": components.image_encoder,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..configs import strength_timesteps
 from ..networks import ReferenceAttentionControl, guided_noise_prediction
 from .components import Components, encode_clip, vae_decode, vae_encode
 
@@ -72,8 +73,13 @@ def reenact(
     num_inference_steps: int = 25,
     guidance_scale: float = 2.5,
     seed: int = 0,
+    strength: float = 1.0,
+    initial_latents: str = "blurred_reference",
 ) -> torch.Tensor:
     """Animate ``reference`` ``(B, 3, S, S)`` with ``driving`` ``(B, 3, F, S, S)`` (``[-1, 1]``).
+
+    ``strength`` and ``initial_latents`` (``"blurred_reference"``, the release, or
+    ``"reference"``) have the product pipeline's meaning.
 
     Returns:
         Frames ``(B, 3, F, S, S)`` in ``[-1, 1]``.
@@ -100,8 +106,15 @@ def reenact(
 
     scheduler = components.inference_scheduler()
     scheduler.set_timesteps(num_inference_steps)
-    first = scheduler.timesteps[0]
-    blurred = gaussian_blur(ref_latent, INIT_BLUR_KERNEL, INIT_BLUR_SIGMA)
+    timesteps = strength_timesteps(scheduler.timesteps, strength)
+    first = timesteps[0]
+    if initial_latents not in ("blurred_reference", "reference"):
+        raise ValueError(f"unknown initial latents {initial_latents!r}")
+    blurred = (
+        gaussian_blur(ref_latent, INIT_BLUR_KERNEL, INIT_BLUR_SIGMA)
+        if initial_latents == "blurred_reference"
+        else ref_latent
+    )
     # b c h w -> b c f h w
     init = blurred[:, :, None].expand(-1, -1, frames, -1, -1)
     noise = torch.randn(init.shape, generator=generator).to(device)
@@ -111,7 +124,7 @@ def reenact(
         components.reference_unet, components.denoising_unet, do_classifier_free_guidance=True
     ) as control:
         control.write(ref_latent, clip)
-        for t in scheduler.timesteps:
+        for t in timesteps:
             step = guided_noise_prediction(
                 components.denoising_unet,
                 latents,

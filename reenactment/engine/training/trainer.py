@@ -123,6 +123,8 @@ class TrainingConfig:
         init_from: A run folder (its ``model/``) or model folder to start from (stage 1 after
             stage 0, stage 2 after stage 1).
         init_components: Which networks to take from ``init_from`` (default: all it holds).
+        init_overrides: Networks to take from other run or model folders after ``init_from``,
+            e.g. ``{"vae": "var/training/decoder_run"}`` (a VAE decoder fine-tuned separately).
         max_steps: Optimisation steps.
         batch_size: Clips per step and process.
         frames: Frames per clip sample (stage 1: independent images sharing a reference).
@@ -161,6 +163,10 @@ class TrainingConfig:
         keep_checkpoints: Checkpoints kept on disk.
         export_dtype: ``"float32"`` or ``"float16"`` storage of the exported model folder.
         export_formats: Formats of the four-file export.
+        generation_defaults: Settings written to the exported ``model_index.json`` as
+            ``_generation_defaults`` (what a platform worker uses unless a job says otherwise),
+            on top of ``{"resolution": <training resolution>}``: a model trained at 64x64 only
+            works at 64x64.
         num_workers: DataLoader worker processes (0 = load in the training process).
     """
 
@@ -169,6 +175,7 @@ class TrainingConfig:
     output_dir: str = "var/training/run"
     init_from: str | None = None
     init_components: list[str] | None = None
+    init_overrides: dict[str, str] = field(default_factory=dict)
     max_steps: int = 1000
     batch_size: int = 4
     frames: int = 2
@@ -197,6 +204,7 @@ class TrainingConfig:
     keep_checkpoints: int = 2
     export_dtype: str = "float32"
     export_formats: tuple[str, ...] = ("safetensors",)
+    generation_defaults: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -416,8 +424,13 @@ class Trainer:
         )
         # 2. Networks.
         self.components = build_components(self.model_config, seed=config.seed)
+        #: The runs the initial weights came from (their ``training.json`` ``stages``, oldest
+        #: first), so an exported model documents every run behind it, not only the last one.
+        self.lineage: list[dict[str, Any]] = []
         if config.init_from:
-            self._load_initial_weights(Path(config.init_from))
+            self._load_initial_weights(Path(config.init_from), config.init_components)
+        for name, source in config.init_overrides.items():
+            self._load_initial_weights(Path(source), [name])
         self.use_gan = (
             config.stage == 1 and config.gan_config.enabled and self.model_config.variant == "xnemo"
         )
@@ -484,10 +497,17 @@ class Trainer:
         for module in self._networks().values():
             nn.Module.to(module, self.device)
 
-    def _load_initial_weights(self, source: Path) -> None:
-        from .export import load_model_folder_weights
+    def _load_initial_weights(self, source: Path, names: list[str] | None) -> None:
+        from .export import load_model_folder_weights, resolve_model_folder
 
-        load_model_folder_weights(source, self.components, self.config.init_components)
+        load_model_folder_weights(source, self.components, names)
+        info_path = resolve_model_folder(source) / "training.json"
+        if info_path.is_file():
+            stages = json.loads(info_path.read_text(encoding="utf-8")).get("stages", [])
+            if isinstance(stages, dict):  # the first preview model's hand-written form
+                stages = [{"name": name, **run} for name, run in stages.items()]
+            known = {run.get("name") for run in self.lineage}
+            self.lineage += [run for run in stages if run.get("name") not in known]
 
     def _select_trainable(self) -> list[tuple[str, nn.Parameter]]:
         """Freeze everything, then enable exactly the parameters of this stage."""
@@ -985,13 +1005,32 @@ class Trainer:
                 "training_config": self.config.to_dict(),
                 "ema": self.ema is not None,
                 "world_size": self.dist.world_size,
+                "stages": [
+                    *self.lineage,
+                    {
+                        "name": self.output_dir.name,
+                        "stage": self.config.stage,
+                        "steps": self.step,
+                        "wall_clock_min": round(logged_wall_clock_s(self.log_path) / 60, 1),
+                        "world_size": self.dist.world_size,
+                        "init_from": self.config.init_from,
+                        "init_overrides": dict(self.config.init_overrides),
+                    },
+                ],
             }
             if self.config.stage == 0 and self.config.vae_train_encoder:
                 stats = self.calibrate_vae()
                 info["vae_latent_stats_before_calibration"] = stats.tolist()
             dtype = torch.float16 if self.config.export_dtype == "float16" else None
             folder = save_model_folder(
-                self.output_dir / "model", self.components, dtype=dtype, training_info=info
+                self.output_dir / "model",
+                self.components,
+                dtype=dtype,
+                training_info=info,
+                generation_defaults={
+                    "resolution": self.model_config.resolution,
+                    **self.config.generation_defaults,
+                },
             )
             export_official_checkpoints(
                 self.output_dir / "official", self.components, formats=self.config.export_formats
@@ -1000,6 +1039,26 @@ class Trainer:
             self._restore(backup)
         self._barrier()
         return folder
+
+
+def logged_wall_clock_s(log_path: Path) -> float:
+    """Training seconds recorded in ``train_log.jsonl``, summed over resumed runs.
+
+    Each process logs ``elapsed_s`` from its own start, so a drop marks a resumption: the
+    segment before it ended at its last record.
+    """
+    if not log_path.is_file():
+        return 0.0
+    total = last = 0.0
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            elapsed = float(json.loads(line)["elapsed_s"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if elapsed < last:
+            total += last
+        last = elapsed
+    return total + last
 
 
 def train(

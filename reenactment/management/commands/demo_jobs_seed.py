@@ -1,9 +1,15 @@
 """Demo data for render jobs: two consenting persons, a registered model, sample inputs.
 
 Run by `make run` after `demo_seed`. Idempotent. Everything goes through the audited services,
-as in production. The persons' photos come from scikit-image's sample data (the astronaut as
-the portrait subject, the cameraman as the driving performer); the driving clip is made from
-the cameraman's photo with small head motion and a tone, under var/demo/.
+as in production. The sample media follow the registered model:
+
+* the committed SynthFace preview model (``reenactment/engine/preview_model/``, used when
+  present): two SynthFace characters, a portrait subject and a performer whose driving clip has
+  him talk and move his head - the only faces that model has learnt to animate;
+* otherwise the seeded tiny demonstration network, with scikit-image's sample photographs (the
+  astronaut as the portrait subject, the cameraman as the performer, his photo moved slightly).
+
+The driving clip (with a tone as its audio track) and the portrait are written under var/demo/.
 """
 
 from __future__ import annotations
@@ -21,13 +27,39 @@ from django.utils import timezone
 from PIL import Image
 
 from governance.models import License, ModelVersion, Person, Purpose, User
-from reenactment.engine.demo_media import demo_driving_frames, demo_performer_face, demo_portrait
+from reenactment.engine import demo_media
 
 DEMO_MODEL_NAME = "demo-tiny"
 PREVIEW_MODEL_NAME = "synthface-preview"
 SYNTHFACE_LICENCE = "CC0 1.0 (SynthFace, project-owned)"
 PORTRAIT_SUBJECT = "Demo Portrait Subject (astronaut photo)"
 PERFORMER = "Demo Performer (cameraman photo)"
+SYNTHFACE_PORTRAIT_SUBJECT = "Demo Portrait Subject (SynthFace character A)"
+SYNTHFACE_PERFORMER = "Demo Performer (SynthFace character B)"
+
+
+def preview_model_folder() -> Path:
+    """Where the committed SynthFace preview model lives (it may be absent in a fork)."""
+    return Path(settings.BASE_DIR) / "reenactment" / "engine" / "preview_model"
+
+
+def demo_inputs(*, synthface: bool) -> tuple[str, np.ndarray, str, np.ndarray, list[np.ndarray]]:
+    """``(subject name, portrait, performer name, performer photo, driving frames)``."""
+    if synthface:
+        return (
+            SYNTHFACE_PORTRAIT_SUBJECT,
+            demo_media.synthface_demo_portrait(),
+            SYNTHFACE_PERFORMER,
+            demo_media.synthface_demo_performer_face(),
+            demo_media.synthface_demo_driving_frames(),
+        )
+    return (
+        PORTRAIT_SUBJECT,
+        demo_media.demo_portrait(),
+        PERFORMER,
+        demo_media.demo_performer_face(),
+        demo_media.demo_driving_frames(),
+    )
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -80,20 +112,21 @@ class Command(BaseCommand):
         if actor is None:
             self.stderr.write("Run `python manage.py demo_seed` first (demo users).")
             raise SystemExit(2)
+        model = self._model(User.objects.filter(username="demo-steward").first() or actor)
+        subject_name, portrait, performer_name, performer_face, driving = demo_inputs(
+            synthface=not model.is_demonstration
+        )
         demo_dir = Path(settings.VAR_DIR) / "demo"
         demo_dir.mkdir(parents=True, exist_ok=True)
-        portrait = demo_portrait()
-        performer_face = demo_performer_face()
         portrait_path = demo_dir / "portrait.png"
         driving_path = demo_dir / "driving.mp4"
         if not portrait_path.exists():
             portrait_path.write_bytes(_png(portrait))
         if not driving_path.exists():
-            make_test_clip(driving_path, demo_driving_frames(), 24, audio_tone_hz=440.0)
+            make_test_clip(driving_path, driving, 24, audio_tone_hz=440.0)
 
-        subject = self._person(PORTRAIT_SUBJECT, _png(portrait), "portrait_subject", actor)
-        performer = self._person(PERFORMER, _png(performer_face), "driving_performer", actor)
-        model = self._model(User.objects.filter(username="demo-steward").first() or actor)
+        subject = self._person(subject_name, _png(portrait), "portrait_subject", actor)
+        performer = self._person(performer_name, _png(performer_face), "driving_performer", actor)
         self.stdout.write("Render-job demo:")
         self.stdout.write(f"  portrait subject: person #{subject.pk}  ({portrait_path})")
         self.stdout.write(f"  performer:        person #{performer.pk}  ({driving_path})")
@@ -112,7 +145,7 @@ class Command(BaseCommand):
         person = person_create(
             full_name=name,
             reference_photo=ContentFile(photo, name="reference.png"),
-            identity_verification_note="Demo data: sample photograph, no real person enrolled.",
+            identity_verification_note="Demo data: sample image, no real person enrolled.",
             acting_user=actor,
         )
         purposes = list(Purpose.objects.filter(is_active=True).values_list("pk", flat=True))
@@ -135,7 +168,7 @@ class Command(BaseCommand):
         from governance.services.registry import model_version_register
         from reenactment.engine import demo_model
 
-        preview = Path(settings.BASE_DIR) / "reenactment" / "engine" / "preview_model"
+        preview = preview_model_folder()
         if (preview / "model_index.json").exists():
             name, folder, demo = PREVIEW_MODEL_NAME, preview, False
         else:
