@@ -357,38 +357,24 @@ def test_cli_trains_exports_and_the_model_folder_animates(snapshot: Path, tmp_pa
 
 def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_path: Path) -> None:
     """A model built from several runs records every one of them, with steps and wall clock."""
-    first = Trainer(
-        make_config(tmp_path, output_dir=str(tmp_path / "first"), max_steps=1),
-        snapshot,
-        show_progress=False,
-    )
+
+    def trainer(name: str, **overrides: Any) -> Trainer:
+        config = make_config(tmp_path, output_dir=str(tmp_path / name), max_steps=1, **overrides)
+        return Trainer(config, snapshot, show_progress=False)
+
+    first = trainer("first")
     first.train()
-    decoder = Trainer(
-        make_config(
-            tmp_path,
-            stage=0,
-            output_dir=str(tmp_path / "decoder"),
-            init_from=str(tmp_path / "first"),
-            init_components=["vae"],
-            vae_train_encoder=False,
-            max_steps=1,
-        ),
-        snapshot,
-        show_progress=False,
+    source = str(tmp_path / "first")
+    decoder = trainer(
+        "decoder", stage=0, init_from=source, init_components=["vae"], vae_train_encoder=False
     )
     decoder.train()
-    second = Trainer(
-        make_config(
-            tmp_path,
-            stage=2,
-            output_dir=str(tmp_path / "second"),
-            init_from=str(tmp_path / "first"),
-            init_overrides={"vae": str(tmp_path / "decoder")},
-            max_steps=1,
-            generation_defaults={"num_inference_steps": 12},
-        ),
-        snapshot,
-        show_progress=False,
+    second = trainer(
+        "second",
+        stage=2,
+        init_from=source,
+        init_overrides={"vae": str(tmp_path / "decoder")},
+        generation_defaults={"num_inference_steps": 12},
     )
     # The VAE comes from the decoder run, everything else from the first run.
     for name, source in (("vae", decoder), ("reference_unet", first)):
