@@ -252,7 +252,11 @@ def render_job_generate(*, claim: Claim) -> None:
             )
         elapsed = time.monotonic() - started
         render_job_generation_store(
-            claim=claim, path=out_path, seconds=elapsed, parameters=result.parameters
+            claim=claim,
+            path=out_path,
+            seconds=elapsed,
+            parameters=result.parameters,
+            frames=result.num_frames,
         )
     except GenerationCancelled:
         logger.info("render job %s stopped: cancelled or taken over", job.pk)
@@ -288,7 +292,12 @@ def render_job_fail(*, claim: Claim, reason: str) -> None:
 
 
 def render_job_generation_store(
-    *, claim: Claim, path: Path, seconds: float, parameters: dict[str, Any]
+    *,
+    claim: Claim,
+    path: Path,
+    seconds: float,
+    parameters: dict[str, Any],
+    frames: int | None = None,
 ) -> None:
     """Store the finished video and move the job to GENERATED, exactly once per job.
 
@@ -307,6 +316,7 @@ def render_job_generation_store(
         seconds=seconds,
         parameters=parameters,
         size=path.stat().st_size,
+        frames=frames,
     )
     if not kept:
         default_storage.delete(stored)
@@ -321,6 +331,7 @@ def _generation_record(
     seconds: float,
     parameters: dict[str, Any],
     size: int,
+    frames: int | None,
 ) -> bool:
     from reenactment.services.verification import render_job_verification_start
 
@@ -333,6 +344,11 @@ def _generation_record(
     job.output_size = size
     job.generation_seconds = seconds
     job.progress_percent = 100.0
+    # The last progress report comes from the last denoising step, before the last frames are
+    # decoded and written: the finished job shows every frame and step done.
+    job.progress_step = job.progress_total_steps
+    if frames is not None:
+        job.progress_frames = job.progress_total_frames = frames
     job.reproducibility = _reproducibility(job, parameters)
     render_job_transition(
         job=job,
@@ -346,6 +362,9 @@ def _generation_record(
             "output_size",
             "generation_seconds",
             "progress_percent",
+            "progress_step",
+            "progress_frames",
+            "progress_total_frames",
             "reproducibility",
         ],
     )

@@ -150,6 +150,8 @@ def test_submit_approve_generate_and_verify_through_a_real_worker(platform, medi
 
     assert finished.attempts == 1
     assert finished.progress_percent == 100.0
+    assert finished.progress_frames == finished.progress_total_frames == 24
+    assert finished.progress_step == finished.progress_total_steps == 2
     assert [name for name in stored_outputs(media_root)] == [os.path.basename(finished.output.name)]
     info = probe_video(media_root / finished.output.name)
     assert info.frame_count == 24 and float(info.fps) == 24.0 and info.has_audio
