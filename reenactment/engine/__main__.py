@@ -269,7 +269,10 @@ def _animate(args: argparse.Namespace) -> int:
         return bad_input(f"{out.name}: the output must be an .mp4 file")
     if not out.parent.is_dir():
         return bad_input(f"output folder does not exist: {out.parent}")
-    settings = _generation_settings(args)
+    try:
+        settings = _generation_settings(args)
+    except (TypeError, ValueError) as exc:
+        return bad_input(f"{args.model}: unusable _generation_defaults in model_index.json ({exc})")
     if settings["resolution"] % 8:
         return bad_input(f"--resolution must be a multiple of 8, got {settings['resolution']}")
     try:

@@ -35,6 +35,7 @@ from reenactment.services.jobs import (
     render_job_release_assert,
     render_job_transition,
     sha256_of_file,
+    stored_file_copy,
 )
 
 logger = logging.getLogger(__name__)
@@ -219,11 +220,8 @@ def render_job_generate(*, claim: Claim) -> None:
     reporter = ProgressReporter(claim)
     workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.pk}-"))
     try:
-        portrait = workdir / f"portrait{Path(job.portrait.name).suffix}"
-        driving = workdir / f"driving{Path(job.driving.name).suffix}"
-        for field, target in ((job.portrait, portrait), (job.driving, driving)):
-            with field.open("rb") as source, target.open("wb") as out:
-                shutil.copyfileobj(source, out)
+        portrait = stored_file_copy(job.portrait, workdir, "portrait")
+        driving = stored_file_copy(job.driving, workdir, "driving")
         pipeline = runtime.pipeline_for(job.model_version)
 
         def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -493,6 +494,18 @@ def render_job_release_assert(job: RenderJob) -> None:
         channels=job.channels,
         territory=job.territory,
     )
+
+
+def stored_file_copy(field: Any, workdir: Path, name: str) -> Path:
+    """Copy a stored file (a ``FieldFile``, on any storage backend) to ``workdir/<name><suffix>``.
+
+    The engine reads local paths (PyAV, PIL); storage may be S3, so every consumer works on a
+    local copy in its own temporary folder.
+    """
+    path = workdir / f"{name}{Path(field.name).suffix}"
+    with field.open("rb") as source, path.open("wb") as out:
+        shutil.copyfileobj(source, out)
+    return path
 
 
 def sha256_of_file(path: Path) -> str:

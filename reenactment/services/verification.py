@@ -37,7 +37,7 @@ from reenactment.models import (
     VerificationStepName,
     VerificationStepStatus,
 )
-from reenactment.services.jobs import SUBJECT_TYPE, render_job_transition
+from reenactment.services.jobs import SUBJECT_TYPE, render_job_transition, stored_file_copy
 
 logger = logging.getLogger(__name__)
 S = RenderJobStatus
@@ -72,20 +72,11 @@ def _step_finish(
     )
 
 
-def _local_copy(job: RenderJob, workdir: Path) -> Path:
-    path = workdir / "output.mp4"
-    with job.output.open("rb") as source, path.open("wb") as out:
-        shutil.copyfileobj(source, out)
-    return path
-
-
 def _performer_frames(job: RenderJob, workdir: Path, count: int) -> list[Any]:
     from reenactment.engine import video_io
     from reenactment.engine.identity import sample_frame_indices
 
-    driving = workdir / f"driving{Path(job.driving.name).suffix}"
-    with job.driving.open("rb") as source, driving.open("wb") as out:
-        shutil.copyfileobj(source, out)
+    driving = stored_file_copy(job.driving, workdir, "driving")
     total = int(job.driving_info.get("frames") or 0) or count
     wanted = set(sample_frame_indices(total, count=count))
     frames = []
@@ -103,10 +94,8 @@ def _run_leakage(job: RenderJob, workdir: Path) -> tuple[str, dict[str, Any]]:
     from reenactment.engine.identity import leakage_measure
 
     backend = faces.get_face_backend(settings.FACE_BACKEND)
-    output = _local_copy(job, workdir)
-    portrait_path = workdir / f"portrait{Path(job.portrait.name).suffix}"
-    with job.portrait.open("rb") as source, portrait_path.open("wb") as out:
-        shutil.copyfileobj(source, out)
+    output = stored_file_copy(job.output, workdir, "output")
+    portrait_path = stored_file_copy(job.portrait, workdir, "portrait")
     portrait, _ = video_io.load_image(portrait_path, max_side=settings.RENDER_MAX_PORTRAIT_SIDE)
     info = video_io.probe_video(output)
     measurement = leakage_measure(
@@ -134,7 +123,7 @@ def _run_leakage(job: RenderJob, workdir: Path) -> tuple[str, dict[str, Any]]:
 def _run_provenance(job: RenderJob, workdir: Path) -> tuple[str, dict[str, Any]]:
     from governance.services.provenance import provenance_sign
 
-    source = _local_copy(job, workdir)
+    source = stored_file_copy(job.output, workdir, "output")
     signed = workdir / "signed.mp4"
     record = provenance_sign(
         subject_type=SUBJECT_TYPE,

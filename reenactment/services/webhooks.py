@@ -93,30 +93,35 @@ def webhook_url_refusal(url: str, *, resolve: bool = True) -> str | None:
     return None
 
 
-@transaction.atomic(durable=True)
 def webhook_endpoint_create(*, owner: User, url: str, acting_user: User) -> WebhookEndpoint:
-    """Register ``url``; the returned endpoint's ``secret`` is shown to the owner once."""
+    """Register ``url``; the returned endpoint's ``secret`` is shown to the owner once.
+
+    The URL is checked before the transaction opens: the address check may wait on DNS.
+    """
     if not url.startswith(("https://", "http://")):
         raise ApplicationError("A webhook URL must be http(s).", code="invalid_url")
     if not urllib.parse.urlsplit(url).hostname:
         raise ApplicationError("A webhook URL must name a host.", code="invalid_url")
+    if url.startswith("http://") and not settings.WEBHOOKS_ALLOW_HTTP:
+        raise ApplicationError(
+            "Webhook URLs must use https in this deployment.", code="insecure_url"
+        )
     refusal = webhook_url_refusal(url)
     if refusal is not None:
         raise ApplicationError(
             f"Webhook URLs must reach a public address: {refusal}.", code="private_url"
         )
-    if url.startswith("http://") and not settings.WEBHOOKS_ALLOW_HTTP:
-        raise ApplicationError(
-            "Webhook URLs must use https in this deployment.", code="insecure_url"
+    with transaction.atomic(durable=True):
+        endpoint = WebhookEndpoint.objects.create(
+            owner=owner, url=url, secret=secrets.token_hex(32)
         )
-    endpoint = WebhookEndpoint.objects.create(owner=owner, url=url, secret=secrets.token_hex(32))
-    audit_event_record(
-        actor=acting_user,
-        action=AuditAction.WEBHOOK_ENDPOINT_CREATE,
-        target_type="reenactment.webhookendpoint",
-        target_id=endpoint.pk,
-        payload={"url": url, "owner_id": owner.pk},
-    )
+        audit_event_record(
+            actor=acting_user,
+            action=AuditAction.WEBHOOK_ENDPOINT_CREATE,
+            target_type="reenactment.webhookendpoint",
+            target_id=endpoint.pk,
+            payload={"url": url, "owner_id": owner.pk},
+        )
     return endpoint
 
 

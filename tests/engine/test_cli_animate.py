@@ -302,6 +302,12 @@ def test_bad_model_folder_device_and_output_name(
     expect_bad_input(
         animate(media, out, model=tmp_path / "nowhere"), out, capsys, "model folder not found"
     )
+    broken = tmp_path / "broken-defaults"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_generation_defaults": {"strength": "half"}}')
+    expect_bad_input(
+        animate(media, out, model=broken), out, capsys, "unusable _generation_defaults"
+    )
     wrong = tmp_path / "result.avi"
     expect_bad_input(animate(media, wrong), wrong, capsys, "the output must be an .mp4 file")
     expect_bad_input(animate(media, out, "--device", "warp9"), out, capsys, "not a device name")

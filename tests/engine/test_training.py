@@ -394,7 +394,10 @@ def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_pat
         ("second", 2, 1),
     ]
     assert runs[2]["init_overrides"] == {"vae": str(tmp_path / "decoder")}
-    assert all(r["wall_clock_min"] >= 0 for r in runs)
+    # Earlier runs are carried over exactly as their own exports recorded them.
+    for run, name in ((runs[0], "first"), (runs[1], "decoder")):
+        own = json.loads((tmp_path / name / "model" / "training.json").read_text())["stages"]
+        assert own[-1] == run
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_generation_defaults"] == {"resolution": 32, "num_inference_steps": 12}
 

@@ -23,7 +23,7 @@ from governance.reproducibility import (
 from reenactment import runtime
 from reenactment.models import RenderJob
 from reenactment.services.execution import _generation_parameters
-from reenactment.services.jobs import sha256_of_file
+from reenactment.services.jobs import sha256_of_file, stored_file_copy
 
 
 class Command(BaseCommand):
@@ -83,9 +83,7 @@ class Command(BaseCommand):
                 ("driving", job.driving, job.driving_sha256),
                 ("original", job.output, job.output_sha256),
             ):
-                path = workdir / f"{name}{Path(field.name).suffix}"
-                with field.open("rb") as source, path.open("wb") as out:
-                    shutil.copyfileobj(source, out)
+                path = stored_file_copy(field, workdir, name)
                 if sha256_of_file(path) != expected:
                     raise CommandError(f"The stored {name} of job #{job_id} changed since the run.")
                 inputs[name] = path
