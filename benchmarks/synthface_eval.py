@@ -25,7 +25,11 @@ Usage::
 
     .venv/bin/python benchmarks/synthface_eval.py \\
         --model xnemo=/tmp/runs/xnemo_s1 --model spatial=/tmp/runs/spatial_s1 \\
-        [--cases 16] [--frames 6] [--steps 20] [--threads 1] [--json out.json] [--sheet out.png]
+        [--cases 16] [--frames 6] [--steps 20] [--threads 1] [--json out.json] [--sheet out.png] \\
+        [--vae-floor]
+
+``--vae-floor`` adds, per model, the score of its VAE's round trip of the targets (encode,
+decode): no sampler can beat the autoencoder it decodes with.
 
 A model may carry its own sampler settings, e.g. the preview model with the settings its folder
 recommends, next to the release's sampling::
@@ -64,7 +68,7 @@ from reenactment.engine.synthface import (  # noqa: E402
     render_frame,
 )
 from reenactment.engine.training import load_model_folder  # noqa: E402
-from reenactment.engine.training.sampling import reenact  # noqa: E402
+from reenactment.engine.training.sampling import motion_condition, reenact  # noqa: E402
 
 CACHE_DIR = REPO_ROOT / "var" / "synthface_eval"
 TEST_SEED = 20251124  # identities of the test cases (training used other seeds)
@@ -220,11 +224,63 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
     return name, folder, settings
 
 
+def _to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
+    """``(B, 3, F, S, S)`` in ``[-1, 1]`` -> ``(F, S, S, 3)`` uint8 per clip."""
+    # b c f h w -> b f h w c
+    out = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+    return list(out.numpy())
+
+
+def vae_round_trip(components: Any, cases: list[Case], batch: int) -> list[np.ndarray]:
+    """The targets encoded and decoded by the model's VAE: the best any sampler could do."""
+    from reenactment.engine.training.components import vae_decode, vae_encode
+
+    outputs = []
+    with torch.no_grad():
+        for i in range(0, len(cases), batch):
+            chunk = cases[i : i + batch]
+            frames = chunk[0].target.shape[0]
+            # (b f) h w c -> (b f) c h w
+            flat = torch.cat([_to_unit(c.target) for c in chunk]) * 2 - 1
+            decoded = vae_decode(
+                components.vae, vae_encode(components.vae, flat), num_frames=frames
+            ).clamp(-1, 1)
+            # (b f) c h w -> b c f h w
+            clips = decoded.reshape(len(chunk), frames, *decoded.shape[1:]).transpose(1, 2)
+            outputs += _to_uint8(clips)
+    return outputs
+
+
+def descriptor_shares(components: Any, size: int, count: int = 8) -> dict[str, float]:
+    """How much of the motion descriptor's variance follows motion, and how much identity.
+
+    ``count`` identities x ``count`` motions are rendered (every identity in every motion); the
+    descriptors (tokens, or the baseline's maps), centred, are split into the part that the
+    motion explains (mean over identities) and the part the identity explains (mean over
+    motions). An identity-agnostic descriptor has a motion share near 1 and an identity share
+    near 0.
+    """
+    rng = np.random.default_rng([TEST_SEED, 99])
+    identities = [IdentityParams.sample(rng) for _ in range(count)]
+    motions = [MotionParams.sample(rng) for _ in range(count)]
+    # (I M) h w c
+    images = np.stack([render_frame(i, m, size) for i in identities for m in motions])
+    with torch.no_grad():
+        descriptors = motion_condition(components, _to_unit(images) * 2 - 1)
+    # (I M) ... -> I M D
+    d = descriptors.reshape(count, count, -1).double()
+    d = d - d.mean((0, 1))
+    total = d.pow(2).mean()
+    return {
+        "motion_share": float(d.mean(0).pow(2).mean() / total),
+        "identity_share": float(d.mean(1).pow(2).mean() / total),
+    }
+
+
 def run_model(
-    folder: str, cases: list[Case], settings: dict[str, Any], batch: int
+    components: Any, cases: list[Case], settings: dict[str, Any], batch: int, label: str
 ) -> tuple[list[np.ndarray], float]:
     """Outputs ``(F, S, S, 3)`` uint8 per case, and seconds per case."""
-    components = load_model_folder(folder)
     outputs = []
     started = time.perf_counter()
     for i in range(0, len(cases), batch):
@@ -232,11 +288,8 @@ def run_model(
         ref = torch.stack([_to_unit(c.reference[None])[0] for c in chunk]) * 2 - 1
         # f h w c -> c f h w
         drv = torch.stack([_to_unit(c.driving).transpose(0, 1) for c in chunk]) * 2 - 1
-        out = reenact(components, ref, drv, seed=i, **settings)
-        # b c f h w -> b f h w c
-        frames = ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
-        outputs += list(frames.numpy())
-        print(f"  {folder}: {min(i + batch, len(cases))}/{len(cases)} cases", flush=True)
+        outputs += _to_uint8(reenact(components, ref, drv, seed=i, **settings))
+        print(f"  {label}: {min(i + batch, len(cases))}/{len(cases)} cases", flush=True)
     return outputs, (time.perf_counter() - started) / len(cases)
 
 
@@ -348,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         default=2500,
         help="training steps of the motion/identity regressor (cached per value)",
     )
+    parser.add_argument(
+        "--vae-floor",
+        action="store_true",
+        help="also score each model's VAE round trip of the targets (its pixel-error floor)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--sheet", type=Path, help="contact sheet PNG (first cases)")
@@ -370,12 +428,18 @@ def main(argv: list[str] | None = None) -> int:
     outputs: dict[str, list[np.ndarray]] = {}
     timing = {}
     sampler: dict[str, dict[str, Any]] = {}
+    descriptors: dict[str, dict[str, float]] = {}
     for spec in args.model:
         name, folder, sampler[name] = parse_model_spec(spec, args.steps, args.guidance)
         print(f"model {name} {sampler[name]} ...", flush=True)
-        outputs[name], timing[name] = run_model(folder, cases, sampler[name], args.batch)
+        components = load_model_folder(folder)
+        outputs[name], timing[name] = run_model(components, cases, sampler[name], args.batch, name)
         rows[name] = score(outputs[name], cases, regressor)
         rows[name]["seconds_per_case"] = timing[name]
+        descriptors[name] = descriptor_shares(components, args.size)
+        if args.vae_floor:
+            floor = vae_round_trip(components, cases, args.batch)
+            rows[f"{name}: VAE round trip of the target"] = score(floor, cases, regressor)
     table = markdown_table(rows)
     print()
     print(
@@ -385,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     for name, settings in sampler.items():
         print(f"  {name}: {settings}")
+    print()
+    print("motion descriptor: share of its variance explained by motion / by identity")
+    for name, shares in descriptors.items():
+        motion, identity = shares["motion_share"], shares["identity_share"]
+        print(f"  {name}: motion {motion:.3f}, identity {identity:.3f}")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -392,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                     "settings": vars(args) | {"json": str(args.json)},
                     "samplers": sampler,
                     "rows": rows,
+                    "descriptors": descriptors,
                 },
                 indent=1,
                 default=str,

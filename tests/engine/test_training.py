@@ -174,6 +174,101 @@ def test_malformed_manifest_names_the_line(snapshot: Path, tmp_path: Path) -> No
         read_manifest(bad)
 
 
+@pytest.fixture(scope="module")
+def paired_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 identities x 1 clip plus 2 cross-reenactment clips, converted with their driving clips."""
+    root = tmp_path_factory.mktemp("synthface_pairs")
+    generate_dataset(
+        root / "data",
+        num_identities=3,
+        clips_per_identity=1,
+        frames=6,
+        size=32,
+        format="npz",
+        cross_pairs=2,
+        seed=5,
+    )
+    return convert_synthface_manifest(
+        root / "data",
+        root / "snap" / "manifest.jsonl",
+        snapshot_id="snap-pairs",
+        kinds=("clip", "cross"),
+    )
+
+
+def test_cross_identity_pairs_drive_a_with_the_frames_of_b(paired_snapshot: Path) -> None:
+    import numpy as np
+
+    manifest = read_manifest(paired_snapshot)
+    by_id = {clip.clip_id: i for i, clip in enumerate(manifest.clips)}
+    crosses = [i for i, clip in enumerate(manifest.clips) if "driving_clip_id" in clip.extra]
+    assert len(manifest) == 5 and len(crosses) == 2
+    paired = ClipDataset(
+        manifest, SampleConfig(size=32, frames=3, augment=False, cross_identity_probability=1.0)
+    )
+    plain = ClipDataset(manifest, SampleConfig(size=32, frames=3, augment=False))
+    assert plain.driving_pairs == {}
+    for index in crosses:
+        clip = manifest.clips[index]
+        driver = manifest.clips[by_id[clip.extra["driving_clip_id"]]]
+        assert paired.driving_pairs[index] == by_id[driver.clip_id]
+        # The pair is real ground truth: A performs exactly B's motion, as someone else.
+        with np.load(clip.path) as a, np.load(driver.path) as b:
+            assert np.array_equal(a["motion"], b["motion"])
+            assert not np.array_equal(a["identity"], b["identity"])
+            assert clip.persons != driver.persons
+        sample, own = paired[(index, 7)], plain[(index, 7)]
+        window = sample["frame_indices"].numpy()
+        assert sample["driving_clip_index"].item() == by_id[driver.clip_id]
+        assert torch.equal(sample["target"], own["target"])
+        assert torch.equal(own["driving"], own["target"])
+        expected = torch.from_numpy(paired.frames(by_id[driver.clip_id])[window])
+        # f h w c -> c f h w
+        expected = expected.permute(3, 0, 1, 2).float() / 127.5 - 1.0
+        assert torch.allclose(sample["driving"], expected)
+        assert (sample["driving"] - sample["target"]).abs().mean() > 0.01
+    # Clips without a pair are sampled exactly as before.
+    single = next(i for i in range(len(manifest)) if i not in crosses)
+    a, b = paired[(single, 3)], plain[(single, 3)]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["driving_clip_index"].item() == single
+
+
+def test_cross_identity_pairs_need_their_driving_clips(
+    snapshot: Path, paired_snapshot: Path, tmp_path: Path
+) -> None:
+    lines = paired_snapshot.read_text().splitlines()
+    kept = [line for line in lines[1:] if "driving_clip_id" in line]
+    only_crosses = tmp_path / "crosses.jsonl"
+    base = paired_snapshot.parent
+    only_crosses.write_text(
+        "\n".join([lines[0], *kept]).replace('"path": "../', f'"path": "{base}/../') + "\n"
+    )
+    write_status_file(tmp_path, {"snap-pairs": "active"})
+    manifest = read_manifest(only_crosses)
+    ClipDataset(manifest, SampleConfig(size=32))  # without the option nothing is paired
+    with pytest.raises(ValueError, match="which the manifest does not list"):
+        ClipDataset(manifest, SampleConfig(size=32, cross_identity_probability=0.5))
+    with pytest.raises(ValueError, match="--with-cross-pairs"):
+        ClipDataset(read_manifest(snapshot), SampleConfig(size=32, cross_identity_probability=0.5))
+    with pytest.raises(ValueError, match="cross_identity_probability"):
+        make_config(tmp_path, cross_identity_probability=1.5)
+
+
+def test_convert_cli_lists_cross_pairs_only_when_asked(
+    paired_snapshot: Path, tmp_path: Path
+) -> None:
+    from reenactment.engine.training.__main__ import main
+
+    data = paired_snapshot.parent.parent / "data"
+    for flags, expected in (([], 3), (["--with-cross-pairs"], 5)):
+        out = tmp_path / f"snap{len(flags)}" / "manifest.jsonl"
+        assert main(["convert-synthface", str(data), str(out), "--snapshot-id", "s", *flags]) == 0
+        clips = read_manifest(out).clips
+        assert len(clips) == expected
+        assert sum("driving_clip_id" in clip.extra for clip in clips) == expected - 3
+
+
 # --------------------------------------------------------------------------- augmentations
 
 
@@ -400,6 +495,35 @@ def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_pat
         assert own[-1] == run
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_generation_defaults"] == {"resolution": 32, "num_inference_steps": 12}
+
+
+def test_cli_refuses_an_init_folder_that_cannot_start_the_run(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reenactment.engine.training.__main__ import main
+
+    first = make_config(tmp_path, output_dir=str(tmp_path / "first"), max_steps=1)
+    Trainer(first, snapshot, show_progress=False).train()
+    info = tmp_path / "first" / "model" / "training.json"
+    config_path = tmp_path / "second.json"
+
+    def run(init_from: str) -> int:
+        config = make_config(tmp_path, output_dir=str(tmp_path / "second"), init_from=init_from)
+        config_path.write_text(json.dumps(config.to_dict()))
+        return main(["--config", str(config_path), "--manifest", str(snapshot)])
+
+    assert run(str(tmp_path / "missing")) == 2
+    assert "cannot start from" in capsys.readouterr().err
+    text = info.read_text()
+    info.write_text(text[: len(text) // 2])  # cut short
+    assert run(str(tmp_path / "first")) == 2
+    assert "training.json: unreadable" in capsys.readouterr().err
+    info.write_text(json.dumps({**json.loads(text), "stages": "all of them"}))
+    assert run(str(tmp_path / "first")) == 2
+    assert "'stages' must be a list of runs" in capsys.readouterr().err
+    assert not (tmp_path / "second" / "model").exists()
+    info.write_text(text)
+    assert run(str(tmp_path / "first")) == 0
 
 
 def test_logged_wall_clock_sums_resumed_segments(tmp_path: Path) -> None:

@@ -32,13 +32,14 @@ from .manifest import (
     convert_synthface_manifest,
     read_manifest,
 )
-from .trainer import Trainer, TrainingConfig, train
+from .trainer import InitialWeightsError, Trainer, TrainingConfig, train
 
 __all__ = [
     "ClipIntegrityError",
     "CompactMotionEncoder",
     "Components",
     "FileSnapshotStatusChecker",
+    "InitialWeightsError",
     "ManifestError",
     "ModelConfig",
     "SnapshotManifest",

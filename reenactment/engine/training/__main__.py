@@ -8,12 +8,16 @@ Train (single process, or one process per GPU under ``torchrun``)::
 
 Options given on the command line override the config file (``--stage``, ``--output-dir``,
 ``--max-steps``, ``--init-from``). Exit codes: 0 done, 2 refused input (manifest malformed,
-withdrawn snapshot, tampered clip, bad config).
+withdrawn snapshot, tampered clip, bad config, an ``init_from`` folder that cannot start the run).
 
 Convert a SynthFace dataset's ``manifest.jsonl`` into a snapshot manifest::
 
     python -m reenactment.engine.training convert-synthface DATASET_DIR OUT.jsonl \\
-        --snapshot-id synthface-2025-11
+        --snapshot-id synthface-2025-11 [--with-cross-pairs]
+
+``--with-cross-pairs`` also lists the dataset's cross-reenactment clips (identity A performing
+the motion of a clip of B), each naming that clip as its ``driving_clip_id``: the trainer's
+``cross_identity_probability`` drives them with B's frames.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ def _convert_parser() -> argparse.ArgumentParser:
     parser.add_argument("--snapshot-id", required=True)
     parser.add_argument("--exported-at")
     parser.add_argument("--licence-id", default="synthface-cc0-1.0")
+    parser.add_argument(
+        "--with-cross-pairs",
+        action="store_true",
+        help="also list cross-reenactment clips with their driving clip (paired training)",
+    )
     return parser
 
 
@@ -66,6 +75,7 @@ def run_convert(argv: Sequence[str]) -> int:
         snapshot_id=args.snapshot_id,
         exported_at=args.exported_at,
         licence_id=args.licence_id,
+        kinds=("clip", "cross") if args.with_cross_pairs else ("clip",),
     )
     print(path)
     return EXIT_OK
@@ -76,7 +86,7 @@ def run_train(argv: Sequence[str]) -> int:
     import torch
 
     from .manifest import ManifestError
-    from .trainer import TrainingConfig, train
+    from .trainer import InitialWeightsError, TrainingConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,7 +105,7 @@ def run_train(argv: Sequence[str]) -> int:
         return EXIT_REFUSED
     try:
         folder = train(config, args.manifest, resume=args.resume)
-    except ManifestError as exc:
+    except (ManifestError, InitialWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if folder is not None:

@@ -41,6 +41,8 @@ class SampleConfig:
         augment: Augment the driving frames.
         augmentation: Augmentation probabilities and strengths.
         cache_clips: Decoded (verified) clips kept in memory.
+        cross_identity_probability: Chance that a clip with a ``driving_clip_id`` is driven by
+            that clip (another identity, same motion) rather than by its own frames.
     """
 
     size: int = 64
@@ -49,6 +51,11 @@ class SampleConfig:
     augment: bool = True
     augmentation: AugmentationConfig = AugmentationConfig()
     cache_clips: int = 4096
+    cross_identity_probability: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cross_identity_probability <= 1.0:
+            raise ValueError("cross_identity_probability must be in [0, 1]")
 
 
 def _to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -66,7 +73,9 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
 
     * ``reference`` ``(3, S, S)``; ``target`` ``(3, F, S, S)``; ``driving`` ``(3, F, S, S)``
       (augmented targets), all in ``[-1, 1]``;
-    * ``frame_indices`` ``(F,)``, ``reference_index`` ``()`` and ``clip_index`` ``()`` (int64).
+    * ``frame_indices`` ``(F,)``, ``reference_index`` ``()``, ``clip_index`` ``()`` and
+      ``driving_clip_index`` ``()`` (int64; equal to ``clip_index`` unless the sample is a
+      cross-identity pair).
 
     Every clip is checked against its SHA-256 the first time it is read.
 
@@ -84,6 +93,34 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
         short = [c.clip_id for c in manifest.clips if c.frames < span]
         if short:
             raise ValueError(f"clips shorter than the {span}-frame window: {short[:5]}")
+        self.driving_pairs = self._driving_pairs() if self.config.cross_identity_probability else {}
+
+    def _driving_pairs(self) -> dict[int, int]:
+        """``{clip index: index of its driving clip}`` for the clips that name one."""
+        by_id = {clip.clip_id: i for i, clip in enumerate(self.manifest.clips)}
+        pairs: dict[int, int] = {}
+        for i, clip in enumerate(self.manifest.clips):
+            driving_id = clip.extra.get("driving_clip_id")
+            if driving_id is None:
+                continue
+            if driving_id not in by_id:
+                raise ValueError(
+                    f"clip {clip.clip_id!r} names driving clip {driving_id!r}, "
+                    "which the manifest does not list"
+                )
+            driving = self.manifest.clips[by_id[driving_id]]
+            if driving.frames != clip.frames:
+                raise ValueError(
+                    f"clip {clip.clip_id!r} has {clip.frames} frames, its driving clip "
+                    f"{driving_id!r} {driving.frames}"
+                )
+            pairs[i] = by_id[driving_id]
+        if not pairs:
+            raise ValueError(
+                "cross_identity_probability > 0 needs clips with a 'driving_clip_id' (convert "
+                "SynthFace with --with-cross-pairs)"
+            )
+        return pairs
 
     def __len__(self) -> int:
         return len(self.manifest.clips)
@@ -114,14 +151,21 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
         ref_index = int(rng.integers(0, clip.frames))
         target = _to_tensor(frames[window], cfg.size)  # (F, 3, S, S)
         reference = _to_tensor(frames[ref_index : ref_index + 1], cfg.size)[0]
-        driving = target
+        driving, source, source_frames = target, clip, frames
+        # Drawn last, and only for paired clips, so other samples are unchanged by the option.
+        driving_index = index
+        if index in self.driving_pairs and rng.uniform() < cfg.cross_identity_probability:
+            driving_index = self.driving_pairs[index]
+            source = self.manifest.clips[driving_index]
+            source_frames = self.frames(driving_index)
+            driving = _to_tensor(source_frames[window], cfg.size)  # (F, 3, S, S)
         if cfg.augment:
             generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
             boxes = None
-            if clip.face_boxes is not None:
-                scale = cfg.size / frames.shape[2]
-                boxes = torch.tensor([clip.face_boxes[i] for i in window]) * scale
-            driving = self.augmentation(target, generator, boxes)
+            if source.face_boxes is not None:
+                scale = cfg.size / source_frames.shape[2]
+                boxes = torch.tensor([source.face_boxes[i] for i in window]) * scale
+            driving = self.augmentation(driving, generator, boxes)
         return {
             "reference": reference,
             # f c h w -> c f h w
@@ -130,6 +174,7 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
             "frame_indices": torch.from_numpy(window.astype(np.int64)),
             "reference_index": torch.tensor(ref_index),
             "clip_index": torch.tensor(index),
+            "driving_clip_index": torch.tensor(driving_index),
         }
 
 

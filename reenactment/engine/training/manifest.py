@@ -375,8 +375,10 @@ def convert_synthface_manifest(
         snapshot_id: Id of the new snapshot.
         exported_at: ISO timestamp (now, UTC, when omitted).
         licence_id: Licence id recorded on every clip (the registry's id of the CC0 licence).
-        kinds: SynthFace entry kinds to include (``"clip"``; ``"cross"`` targets are not
-            training data).
+        kinds: SynthFace entry kinds to include: ``"clip"`` (one identity performing its own
+            motion) and ``"cross"`` (identity A performing the motion of a clip of B; the line
+            names that clip as ``driving_clip_id``, so the trainer can drive A's frames with B's
+            for cross-identity training - ground truth only synthetic data has).
         write_status: Also write ``status.json`` next to ``out_path``.
     """
     dataset_dir = Path(dataset_dir)
@@ -403,6 +405,8 @@ def convert_synthface_manifest(
             "size": entry.get("size"),
             "format": entry.get("format"),
         }
+        if entry.get("kind") == "cross":
+            clip["driving_clip_id"] = entry["driving_clip_id"]
         lines.append(json.dumps(clip, sort_keys=True))
     header = {
         "snapshot_id": snapshot_id,

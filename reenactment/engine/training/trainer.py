@@ -112,6 +112,10 @@ class GanConfig:
     adversarial_start: int = 200
 
 
+class InitialWeightsError(ValueError):
+    """``init_from`` / ``init_overrides`` name a folder that cannot start this run."""
+
+
 @dataclass
 class TrainingConfig:
     """One training run (JSON with the same keys; ``model`` may name a ``preset``).
@@ -145,6 +149,10 @@ class TrainingConfig:
         uncond_probability: Share of unconditional (CFG) steps.
         augment: Augment the driving frames.
         augmentation: Augmentation probabilities and strengths.
+        cross_identity_probability: Stage 1: chance that a clip whose manifest line names a
+            ``driving_clip_id`` (a SynthFace cross-reenactment render) is driven by that clip of
+            another identity instead of its own frames (:class:`.datasets.ClipDataset`). 0, the
+            paper's self-reenactment training, by default.
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
         vae_perceptual_weight: Stage 0 perceptual weight.
@@ -190,6 +198,7 @@ class TrainingConfig:
     uncond_probability: float = 0.1
     augment: bool = True
     augmentation: dict[str, Any] = field(default_factory=dict)
+    cross_identity_probability: float = 0.0
     gan: dict[str, Any] = field(default_factory=dict)
     vae_kl_weight: float = 1e-6
     vae_perceptual_weight: float = 0.2
@@ -214,6 +223,8 @@ class TrainingConfig:
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if not 0.0 <= self.reference_mask_ratio < 1.0:
             raise ValueError("reference_mask_ratio must be in [0, 1)")
+        if not 0.0 <= self.cross_identity_probability <= 1.0:
+            raise ValueError("cross_identity_probability must be in [0, 1]")
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
         self.export_formats = tuple(self.export_formats)
 
@@ -413,6 +424,9 @@ class Trainer:
                 frame_stride=config.frame_stride,
                 augment=config.augment and config.stage == 1,
                 augmentation=config.augmentation_config,
+                cross_identity_probability=(
+                    config.cross_identity_probability if config.stage == 1 else 0.0
+                ),
             ),
         )
         self.sampler = StepSampler(
@@ -500,12 +514,22 @@ class Trainer:
     def _load_initial_weights(self, source: Path, names: list[str] | None) -> None:
         from .export import load_model_folder_weights, resolve_model_folder
 
-        load_model_folder_weights(source, self.components, names)
+        try:
+            load_model_folder_weights(source, self.components, names)
+        except (OSError, RuntimeError, ValueError) as exc:
+            # Missing folders or weights, and networks of another architecture (strict load).
+            raise InitialWeightsError(f"cannot start from {source}: {exc}") from exc
         info_path = resolve_model_folder(source) / "training.json"
         if info_path.is_file():
-            stages = json.loads(info_path.read_text(encoding="utf-8")).get("stages", [])
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InitialWeightsError(f"{info_path}: unreadable ({exc})") from exc
+            stages = info.get("stages", []) if isinstance(info, dict) else None
             if isinstance(stages, dict):  # the first preview model's hand-written form
                 stages = [{"name": name, **run} for name, run in stages.items()]
+            if not isinstance(stages, list) or not all(isinstance(r, dict) for r in stages):
+                raise InitialWeightsError(f"{info_path}: 'stages' must be a list of runs")
             known = {run.get("name") for run in self.lineage}
             self.lineage += [run for run in stages if run.get("name") not in known]
 
@@ -1079,6 +1103,7 @@ def train(
 
 __all__ = [
     "GanConfig",
+    "InitialWeightsError",
     "Trainer",
     "TrainingConfig",
     "guard_group_norm_backward",
