@@ -255,6 +255,34 @@ def test_cross_identity_pairs_need_their_driving_clips(
         make_config(tmp_path, cross_identity_probability=1.5)
 
 
+def test_reference_can_come_from_another_clip_of_the_same_person(
+    snapshot: Path, paired_snapshot: Path
+) -> None:
+    manifest = read_manifest(paired_snapshot)
+    config = SampleConfig(size=32, frames=2, augment=False, reference_other_clip_probability=1.0)
+    dataset = ClipDataset(manifest, config)
+    plain = ClipDataset(manifest, SampleConfig(size=32, frames=2, augment=False))
+    moved = 0
+    for index, clip in enumerate(manifest.clips):
+        for seed in range(3):
+            sample = dataset[(index, seed)]
+            source = sample["reference_clip_index"].item()
+            if index not in dataset.same_person_clips:
+                assert source == index  # nobody else shows this person
+                continue
+            moved += 1
+            assert source != index and source in dataset.same_person_clips[index]
+            assert manifest.clips[source].persons == clip.persons
+            frame = dataset.frames(source)[sample["reference_index"].item()]
+            expected = torch.from_numpy(frame).permute(2, 0, 1).float() / 127.5 - 1.0
+            assert torch.allclose(sample["reference"], expected)
+            # The targets are still the clip's own frames.
+            assert torch.equal(sample["target"], plain[(index, seed)]["target"])
+    assert moved > 0
+    with pytest.raises(ValueError, match="persons with more than one clip"):
+        ClipDataset(read_manifest(snapshot), config)
+
+
 def test_convert_cli_lists_cross_pairs_only_when_asked(
     paired_snapshot: Path, tmp_path: Path
 ) -> None:

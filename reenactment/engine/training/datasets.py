@@ -6,6 +6,20 @@ the *driving* frames (what the motion encoder sees). Reference and targets share
 the model must take appearance from the reference and only motion from the driving frames; the
 augmentations (:mod:`.augmentations`) remove what identity cues they can from the driving side.
 
+Cross-identity pairs (synthetic data only): a clip whose manifest line names a
+``driving_clip_id`` shows identity A performing exactly the motion of that clip of identity B
+(SynthFace renders both). With ``cross_identity_probability`` > 0 such a clip is, with that
+probability, driven by the *same window of B's clip* instead of its own frames: the targets stay
+A's, so the only thing the driving frames can usefully contribute is motion. Real footage has no
+such pairs; there the augmentations are all there is.
+
+References from other clips: within one short clip the head barely moves, so a reference frame
+from the same clip is nearly the target and copying it is almost optimal - a model trained that
+way learns to ignore the motion. With ``reference_other_clip_probability`` > 0 the reference
+comes, with that probability, from another clip of the same person(s) (another recording, or for
+SynthFace another motion track), so reference and target differ in pose and expression as they
+do when a portrait is animated.
+
 Determinism: every sample is a pure function of ``(clip index, sample seed)``; the trainer derives
 the keys of each step from ``(seed, step, rank)`` with :class:`StepSampler` (a
 :class:`torch.utils.data.DistributedSampler` permutation per epoch), so a resumed run sees exactly
@@ -43,6 +57,9 @@ class SampleConfig:
         cache_clips: Decoded (verified) clips kept in memory.
         cross_identity_probability: Chance that a clip with a ``driving_clip_id`` is driven by
             that clip (another identity, same motion) rather than by its own frames.
+        reference_other_clip_probability: Chance that the reference frame comes from another
+            clip of the same person(s) (when the manifest has one) rather than from the clip
+            itself.
     """
 
     size: int = 64
@@ -52,10 +69,12 @@ class SampleConfig:
     augmentation: AugmentationConfig = AugmentationConfig()
     cache_clips: int = 4096
     cross_identity_probability: float = 0.0
+    reference_other_clip_probability: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.cross_identity_probability <= 1.0:
-            raise ValueError("cross_identity_probability must be in [0, 1]")
+        for name in ("cross_identity_probability", "reference_other_clip_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
 
 
 def _to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -74,8 +93,9 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
     * ``reference`` ``(3, S, S)``; ``target`` ``(3, F, S, S)``; ``driving`` ``(3, F, S, S)``
       (augmented targets), all in ``[-1, 1]``;
     * ``frame_indices`` ``(F,)``, ``reference_index`` ``()``, ``clip_index`` ``()`` and
-      ``driving_clip_index`` ``()`` (int64; equal to ``clip_index`` unless the sample is a
-      cross-identity pair).
+      ``driving_clip_index`` ``()`` and ``reference_clip_index`` ``()`` (int64; equal to
+      ``clip_index`` unless the sample is a cross-identity pair / has a reference from another
+      clip).
 
     Every clip is checked against its SHA-256 the first time it is read.
 
@@ -94,6 +114,27 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
         if short:
             raise ValueError(f"clips shorter than the {span}-frame window: {short[:5]}")
         self.driving_pairs = self._driving_pairs() if self.config.cross_identity_probability else {}
+        self.same_person_clips = (
+            self._same_person_clips() if self.config.reference_other_clip_probability else {}
+        )
+
+    def _same_person_clips(self) -> dict[int, list[int]]:
+        """``{clip index: the other clips showing exactly the same persons}`` (where any)."""
+        by_persons: dict[tuple[str, ...], list[int]] = {}
+        for i, clip in enumerate(self.manifest.clips):
+            if clip.persons:
+                by_persons.setdefault(tuple(sorted(clip.persons)), []).append(i)
+        others = {
+            i: [j for j in group if j != i]
+            for group in by_persons.values()
+            if len(group) > 1
+            for i in group
+        }
+        if not others:
+            raise ValueError(
+                "reference_other_clip_probability > 0 needs persons with more than one clip"
+            )
+        return others
 
     def _driving_pairs(self) -> dict[int, int]:
         """``{clip index: index of its driving clip}`` for the clips that name one."""
@@ -159,6 +200,13 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
             source = self.manifest.clips[driving_index]
             source_frames = self.frames(driving_index)
             driving = _to_tensor(source_frames[window], cfg.size)  # (F, 3, S, S)
+        reference_clip_index = index
+        if index in self.same_person_clips and rng.uniform() < cfg.reference_other_clip_probability:
+            candidates = self.same_person_clips[index]
+            reference_clip_index = candidates[int(rng.integers(len(candidates)))]
+            other = self.frames(reference_clip_index)
+            ref_index = int(rng.integers(0, other.shape[0]))
+            reference = _to_tensor(other[ref_index : ref_index + 1], cfg.size)[0]
         if cfg.augment:
             generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
             boxes = None
@@ -175,6 +223,7 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
             "reference_index": torch.tensor(ref_index),
             "clip_index": torch.tensor(index),
             "driving_clip_index": torch.tensor(driving_index),
+            "reference_clip_index": torch.tensor(reference_clip_index),
         }
 
 

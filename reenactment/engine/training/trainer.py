@@ -153,6 +153,8 @@ class TrainingConfig:
             ``driving_clip_id`` (a SynthFace cross-reenactment render) is driven by that clip of
             another identity instead of its own frames (:class:`.datasets.ClipDataset`). 0, the
             paper's self-reenactment training, by default.
+        reference_other_clip_probability: Stage 1: chance that the reference frame comes from
+            another clip of the same person(s) instead of the target's own clip (0 by default).
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
         vae_perceptual_weight: Stage 0 perceptual weight.
@@ -199,6 +201,7 @@ class TrainingConfig:
     augment: bool = True
     augmentation: dict[str, Any] = field(default_factory=dict)
     cross_identity_probability: float = 0.0
+    reference_other_clip_probability: float = 0.0
     gan: dict[str, Any] = field(default_factory=dict)
     vae_kl_weight: float = 1e-6
     vae_perceptual_weight: float = 0.2
@@ -223,8 +226,9 @@ class TrainingConfig:
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if not 0.0 <= self.reference_mask_ratio < 1.0:
             raise ValueError("reference_mask_ratio must be in [0, 1)")
-        if not 0.0 <= self.cross_identity_probability <= 1.0:
-            raise ValueError("cross_identity_probability must be in [0, 1]")
+        for name in ("cross_identity_probability", "reference_other_clip_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
         self.export_formats = tuple(self.export_formats)
 
@@ -426,6 +430,9 @@ class Trainer:
                 augmentation=config.augmentation_config,
                 cross_identity_probability=(
                     config.cross_identity_probability if config.stage == 1 else 0.0
+                ),
+                reference_other_clip_probability=(
+                    config.reference_other_clip_probability if config.stage == 1 else 0.0
                 ),
             ),
         )
