@@ -14,6 +14,7 @@ from reenactment.engine.faces import face_similarity, find_single_face, get_face
 from reenactment.engine.video_io import iter_frames
 from reenactment.management.commands.demo_jobs_seed import (
     PREVIEW_MODEL_NAME,
+    PREVIEW_MODEL_VERSION,
     SYNTHFACE_PERFORMER,
     SYNTHFACE_PORTRAIT_SUBJECT,
 )
@@ -30,7 +31,7 @@ def test_demo_jobs_seed_registers_the_preview_model_and_synthface_characters(
     call_command("demo_jobs_seed")
     out = capsys.readouterr().out
     model = ModelVersion.objects.get(name=PREVIEW_MODEL_NAME)
-    assert f"#{model.pk} {PREVIEW_MODEL_NAME} 1" in out
+    assert f"#{model.pk} {PREVIEW_MODEL_NAME} {PREVIEW_MODEL_VERSION}" in out
     assert "(demonstration model)" not in out
     assert not model.is_demonstration
     # The worker generates at the preview model's training resolution by default.

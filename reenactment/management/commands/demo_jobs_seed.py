@@ -31,6 +31,9 @@ from reenactment.engine import demo_media
 
 DEMO_MODEL_NAME = "demo-tiny"
 PREVIEW_MODEL_NAME = "synthface-preview"
+#: The committed preview model's version (its card's title). Registrations are hash-pinned to the
+#: folder's files, so new weights need a new version; an older registration stays on record.
+PREVIEW_MODEL_VERSION = "2"
 SYNTHFACE_LICENCE = "CC0 1.0 (SynthFace, project-owned)"
 PORTRAIT_SUBJECT = "Demo Portrait Subject (astronaut photo)"
 PERFORMER = "Demo Performer (cameraman photo)"
@@ -170,16 +173,17 @@ class Command(BaseCommand):
 
         preview = preview_model_folder()
         if (preview / "model_index.json").exists():
-            name, folder, demo = PREVIEW_MODEL_NAME, preview, False
+            name, version, folder, demo = PREVIEW_MODEL_NAME, PREVIEW_MODEL_VERSION, preview, False
         else:
-            name, folder, demo = DEMO_MODEL_NAME, Path(settings.MODELS_DIR) / DEMO_MODEL_NAME, True
+            folder = Path(settings.MODELS_DIR) / DEMO_MODEL_NAME
+            name, version, demo = DEMO_MODEL_NAME, "1", True
             demo_model.build_tiny_model(folder, seed=0)
-        existing = ModelVersion.objects.filter(name=name, version="1").first()
+        existing = ModelVersion.objects.filter(name=name, version=version).first()
         if existing is not None:
             return existing
         return model_version_register(
             name=name,
-            version="1",
+            version=version,
             folder=folder,
             licence=License.objects.get(name=SYNTHFACE_LICENCE),
             is_demonstration=demo,
