@@ -120,9 +120,9 @@ def test_preview_model_animates_a_synthface_character_through_the_product_pipeli
     assert tokens.shape == (8, 32, 16) and torch.isfinite(tokens).all()
 
 
-def test_preview_model_takes_identity_from_the_portrait_not_the_driver() -> None:
-    """On held-out SynthFace cross-reenactments the output is closer to the exact ground truth
-    (portrait identity, driver's motion) than the driving clip itself is."""
+def held_out_cases(count: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The benchmark's first held-out SynthFace cases at 64 px: reference ``(B, 3, S, S)``,
+    driving and target ``(B, 3, F, S, S)``, in ``[-1, 1]``."""
     import sys
 
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -130,19 +130,26 @@ def test_preview_model_takes_identity_from_the_portrait_not_the_driver() -> None
         from synthface_eval import make_cases
     finally:
         sys.path.remove(str(REPO_ROOT / "benchmarks"))
-    from reenactment.engine.training import load_model_folder
-    from reenactment.engine.training.sampling import reenact
+    cases = make_cases(count, frames, 64)
 
-    components = load_model_folder(PREVIEW)
-    cases = make_cases(4, 4, 64)
-
-    def unit(frames: np.ndarray) -> torch.Tensor:
+    def unit(clip: np.ndarray) -> torch.Tensor:
         # f h w c -> c f h w, [-1, 1]
-        return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+        return torch.from_numpy(clip).permute(3, 0, 1, 2).float() / 127.5 - 1
 
     reference = torch.stack([unit(c.reference[None])[:, 0] for c in cases])
     driving = torch.stack([unit(c.driving) for c in cases])
     target = torch.stack([unit(c.target) for c in cases])
+    return reference, driving, target
+
+
+def test_preview_model_takes_identity_from_the_portrait_not_the_driver() -> None:
+    """On held-out SynthFace cross-reenactments the output is closer to the exact ground truth
+    (portrait identity, driver's motion) than the driving clip itself is."""
+    from reenactment.engine.training import load_model_folder
+    from reenactment.engine.training.sampling import reenact
+
+    components = load_model_folder(PREVIEW)
+    reference, driving, target = held_out_cases(4, 4)
     out = reenact(components, reference, driving, num_inference_steps=20, seed=0)
     model_error = (out - target).abs().mean().item()
     driver_error = (driving - target).abs().mean().item()
@@ -154,13 +161,6 @@ def test_the_driver_moves_the_preview_models_output_towards_the_ground_truth() -
     same portrait animated by its own still frame) points towards the true motion (ground truth
     minus the reference) on every held-out case. v1 of the model, whose motion tokens were
     almost all identity, failed this on half of the cases."""
-    import sys
-
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    try:
-        from synthface_eval import make_cases
-    finally:
-        sys.path.remove(str(REPO_ROOT / "benchmarks"))
     from reenactment.engine.loading import read_generation_defaults
     from reenactment.engine.training import load_model_folder
     from reenactment.engine.training.sampling import reenact
@@ -171,15 +171,7 @@ def test_the_driver_moves_the_preview_models_output_towards_the_ground_truth() -
         key: recommended[key]
         for key in ("num_inference_steps", "guidance_scale", "strength", "initial_latents")
     }
-    cases = make_cases(4, 4, 64)
-
-    def unit(frames: np.ndarray) -> torch.Tensor:
-        # f h w c -> c f h w, [-1, 1]
-        return torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
-
-    reference = torch.stack([unit(c.reference[None])[:, 0] for c in cases])
-    driving = torch.stack([unit(c.driving) for c in cases])
-    target = torch.stack([unit(c.target) for c in cases])
+    reference, driving, target = held_out_cases(4, 4)
     # b c h w -> b c f h w
     still = reference[:, :, None].expand_as(driving)
     moved = reenact(components, reference, driving, seed=0, **settings)
