@@ -68,7 +68,11 @@ from reenactment.engine.synthface import (  # noqa: E402
     render_frame,
 )
 from reenactment.engine.training import load_model_folder  # noqa: E402
-from reenactment.engine.training.sampling import motion_condition, reenact  # noqa: E402
+from reenactment.engine.training.sampling import (  # noqa: E402
+    motion_condition,
+    recommended_sampler_settings,
+    reenact,
+)
 
 CACHE_DIR = REPO_ROOT / "var" / "synthface_eval"
 TEST_SEED = 20251124  # identities of the test cases (training used other seeds)
@@ -199,8 +203,14 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
     Keys: ``steps``, ``guidance``, ``strength``, ``init`` (``blurred_reference`` / ``reference``),
     and the bare word ``defaults`` (the folder's ``_generation_defaults``, under what is given).
     """
+    from reenactment.engine.training.export import resolve_model_folder
+
     name, _, rest = spec.partition("=")
     folder, *options = rest.split(",")
+    try:
+        resolve_model_folder(folder)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"--model {spec!r}: {exc}") from None
     settings: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance}
     keys = {
         "steps": ("num_inference_steps", int),
@@ -210,17 +220,15 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
     }
     for option in options:
         if option == "defaults":
-            from reenactment.engine.loading import read_generation_defaults
-            from reenactment.engine.training.export import resolve_model_folder
-
-            recommended = read_generation_defaults(resolve_model_folder(folder))
-            wanted = ("num_inference_steps", "guidance_scale", "strength", "initial_latents")
-            settings.update({k: recommended[k] for k in wanted if k in recommended})
+            settings.update(recommended_sampler_settings(folder))
             continue
         key, _, value = option.partition("=")
         if key not in keys:
             raise SystemExit(f"unknown model option {key!r} in {spec!r}")
-        settings[keys[key][0]] = keys[key][1](value)
+        try:
+            settings[keys[key][0]] = keys[key][1](value)
+        except ValueError:
+            raise SystemExit(f"model option {key}={value!r} in {spec!r} is not a number") from None
     return name, folder, settings
 
 
@@ -412,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet-cases", type=int, default=4)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # Every --model is checked before the (long) regressor training.
+    specs = [parse_model_spec(spec, args.steps, args.guidance) for spec in args.model]
 
     print("regressors ...", flush=True)
     regressor = train_regressor(args.size, steps=args.regressor_steps)
@@ -429,8 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     timing = {}
     sampler: dict[str, dict[str, Any]] = {}
     descriptors: dict[str, dict[str, float]] = {}
-    for spec in args.model:
-        name, folder, sampler[name] = parse_model_spec(spec, args.steps, args.guidance)
+    for name, folder, sampler[name] in specs:
         print(f"model {name} {sampler[name]} ...", flush=True)
         components = load_model_folder(folder)
         outputs[name], timing[name] = run_model(components, cases, sampler[name], args.batch, name)

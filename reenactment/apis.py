@@ -20,6 +20,7 @@ from governance.apis.common import (
 )
 from governance.models import ModelVersion, Person, Purpose
 from governance.permissions import HasGlobalPermission
+from reenactment.engine.configs import INITIAL_LATENTS_MODES
 from reenactment.models import RenderJob
 from reenactment.selectors import (
     render_job_get_visible,
@@ -40,9 +41,7 @@ PARAMETER_FIELDS = {
     "resolution": serializers.IntegerField(min_value=32, max_value=1024, required=False),
     "paste_back": serializers.BooleanField(required=False),
     "strength": serializers.FloatField(min_value=0.05, max_value=1.0, required=False),
-    "initial_latents": serializers.ChoiceField(
-        choices=["blurred_reference", "reference", "noise"], required=False
-    ),
+    "initial_latents": serializers.ChoiceField(choices=list(INITIAL_LATENTS_MODES), required=False),
 }
 
 

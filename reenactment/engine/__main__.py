@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .configs import INITIAL_LATENTS_MODES, strength_timesteps
+
 EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1
 EXIT_UNREADABLE = 2
@@ -314,8 +316,6 @@ def _animate(args: argparse.Namespace) -> int:
         )
         pipe.set_progress_bar_config(disable=True)
         segments = len(plan_segments(info.frame_count, args.segment_frames, 24))
-        from .configs import strength_timesteps
-
         steps_run = len(
             strength_timesteps(range(settings["num_inference_steps"]), settings["strength"])
         )
@@ -407,7 +407,7 @@ def register_animate(subparsers: SubParsers) -> None:
     )
     parser.add_argument(
         "--initial-latents",
-        choices=["blurred_reference", "reference", "noise"],
+        choices=INITIAL_LATENTS_MODES,
         default=None,
         help="start of the denoising (the model's recommendation, else blurred_reference)",
     )

@@ -84,7 +84,12 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .configs import REFERENCE_LATENT_SCALE, scheduler_config, strength_timesteps
+from .configs import (
+    INITIAL_LATENTS_MODES,
+    REFERENCE_LATENT_SCALE,
+    scheduler_config,
+    strength_timesteps,
+)
 from .faces import FaceBackend, get_face_backend
 from .networks import (
     CompactMotionEncoder,
@@ -1044,7 +1049,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             fps=fps,
             driving_is_path=driving_is_path,
             choices={
-                "initial_latents": (initial_latents, ("blurred_reference", "reference", "noise")),
+                "initial_latents": (initial_latents, INITIAL_LATENTS_MODES),
                 "negative_clip": (negative_clip, ("zeros", "reference")),
                 "negative_motion": (negative_motion, ("reference", "zeros")),
                 "bbox_mode": (bbox_mode, ("neutral", "tracked")),

@@ -65,11 +65,11 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
-def webhook_url_refusal(url: str, *, resolve: bool = True) -> str | None:
+def webhook_url_refusal(url: str) -> str | None:
     """Why ``url`` may not receive webhooks (a non-public address), or ``None``.
 
-    IP literals and ``localhost`` are judged as written; other names are resolved when
-    ``resolve`` is true (a name that does not resolve is not refused here: the attempt fails).
+    IP literals and ``localhost`` are judged as written; other names are resolved (a name that
+    does not resolve is not refused here: the attempt fails).
     """
     if settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES:
         return None
@@ -79,8 +79,6 @@ def webhook_url_refusal(url: str, *, resolve: bool = True) -> str | None:
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
-        if not resolve:
-            return None
         try:
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
         except OSError:

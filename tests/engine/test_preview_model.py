@@ -161,16 +161,16 @@ def test_the_driver_moves_the_preview_models_output_towards_the_ground_truth() -
     same portrait animated by its own still frame) points towards the true motion (ground truth
     minus the reference) on every held-out case. v1 of the model, whose motion tokens were
     almost all identity, failed this on half of the cases."""
-    from reenactment.engine.loading import read_generation_defaults
     from reenactment.engine.training import load_model_folder
-    from reenactment.engine.training.sampling import reenact
+    from reenactment.engine.training.sampling import (
+        SAMPLER_SETTINGS,
+        recommended_sampler_settings,
+        reenact,
+    )
 
     components = load_model_folder(PREVIEW)
-    recommended = read_generation_defaults(PREVIEW)
-    settings = {
-        key: recommended[key]
-        for key in ("num_inference_steps", "guidance_scale", "strength", "initial_latents")
-    }
+    settings = recommended_sampler_settings(PREVIEW)
+    assert set(settings) == set(SAMPLER_SETTINGS)  # the folder recommends every one
     reference, driving, target = held_out_cases(4, 4)
     # b c h w -> b c f h w
     still = reference[:, :, None].expand_as(driving)

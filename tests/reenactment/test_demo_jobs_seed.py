@@ -55,7 +55,11 @@ def test_demo_jobs_seed_registers_the_preview_model_and_synthface_characters(
         driver, subject_photo, backend
     )
 
+    # A torn file from an interrupted earlier run (or another model's media) is replaced.
+    (demo / "driving.mp4").write_bytes(b"not a video")
     call_command("demo_jobs_seed")  # idempotent
+    assert len(list(iter_frames(demo / "driving.mp4"))) == 48
+    assert sorted(p.name for p in demo.iterdir()) == ["driving.mp4", "portrait.png"]
     assert ModelVersion.objects.filter(name=PREVIEW_MODEL_NAME).count() == 1
     names = [subject.full_name, performer.full_name]
     assert Person.objects.filter(full_name__in=names).count() == 2

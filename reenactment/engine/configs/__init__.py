@@ -117,6 +117,11 @@ def scheduler_config() -> dict[str, Any]:
     return copy.deepcopy(XNEMO_SCHEDULER_CONFIG)
 
 
+#: How the denoising may start: the release's blurred reference latent, the reference latent
+#: itself, or pure noise (the pipeline's ``initial_latents``; the job API and the CLI offer these).
+INITIAL_LATENTS_MODES: tuple[str, ...] = ("blurred_reference", "reference", "noise")
+
+
 def strength_timesteps(timesteps: TimestepsT, strength: float) -> TimestepsT:
     """The tail of a denoising schedule that a run of ``strength`` in (0, 1] goes through.
 

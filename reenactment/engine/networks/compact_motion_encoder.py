@@ -20,8 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .attention import VersatileTransformerBlock
-from .motion_encoder import motion_tokens
-from .positional import motion_token_table
+from .motion_encoder import add_motion_head, motion_tokens
 
 
 class _ResBlock(nn.Module):
@@ -125,13 +124,9 @@ class CompactMotionEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
         self.model = CompactMotionBackbone(
             input_size, channels, head_channels, expression_dim, attention_heads
         )
-        self.register_buffer(
-            "pe", motion_token_table(expression_dim // out_ch, out_ch), persistent=True
+        add_motion_head(
+            self, extra_feat_dim=extra_feat_dim, out_ch=out_ch, expression_dim=expression_dim
         )
-        self.bbox_proj = nn.Sequential(
-            nn.Linear(extra_feat_dim, 64), nn.ReLU(), nn.Identity(), nn.Linear(64, 64)
-        )
-        self.final_proj = nn.Linear(expression_dim + 64, expression_dim)
 
     @property
     def num_tokens(self) -> int:

@@ -322,16 +322,9 @@ class MotionEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
             attention_head_dim=attention_head_dim,
             attention_norm_groups=attention_norm_groups,
         )
-        self.register_buffer(
-            "pe", motion_token_table(EXPRESSION_DIM // out_ch, out_ch), persistent=True
+        add_motion_head(
+            self, extra_feat_dim=extra_feat_dim, out_ch=out_ch, expression_dim=EXPRESSION_DIM
         )
-        self.bbox_proj = nn.Sequential(
-            nn.Linear(extra_feat_dim, 64),
-            nn.ReLU(),
-            nn.Identity(),  # index 2 is kept empty so that `bbox_proj.3` matches the checkpoint
-            nn.Linear(64, 64),
-        )
-        self.final_proj = nn.Linear(EXPRESSION_DIM + 64, EXPRESSION_DIM)
 
     @property
     def num_tokens(self) -> int:
@@ -374,6 +367,23 @@ class MotionEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
             ``(N, 32, 16)`` for images, ``(B, F, 32, 16)`` for clips.
         """
         return motion_tokens(self, images, bbox_params, self.model)
+
+
+def add_motion_head(
+    encoder: nn.Module, *, extra_feat_dim: int, out_ch: int, expression_dim: int
+) -> None:
+    """Give ``encoder`` the official motion head: the ``pe`` token table, ``bbox_proj`` and
+    ``final_proj`` (names and shapes as in the released checkpoint; shared by both encoders)."""
+    encoder.register_buffer(
+        "pe", motion_token_table(expression_dim // out_ch, out_ch), persistent=True
+    )
+    encoder.bbox_proj = nn.Sequential(
+        nn.Linear(extra_feat_dim, 64),
+        nn.ReLU(),
+        nn.Identity(),  # index 2 is kept empty so that `bbox_proj.3` matches the checkpoint
+        nn.Linear(64, 64),
+    )
+    encoder.final_proj = nn.Linear(expression_dim + 64, expression_dim)
 
 
 def motion_tokens(

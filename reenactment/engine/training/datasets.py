@@ -193,7 +193,8 @@ class ClipDataset(Dataset[dict[str, torch.Tensor]]):
         target = _to_tensor(frames[window], cfg.size)  # (F, 3, S, S)
         reference = _to_tensor(frames[ref_index : ref_index + 1], cfg.size)[0]
         driving, source, source_frames = target, clip, frames
-        # Drawn last, and only for paired clips, so other samples are unchanged by the option.
+        # The options draw from ``rng`` only when on and only for clips they apply to, so every
+        # other sample is exactly what it was without them.
         driving_index = index
         if index in self.driving_pairs and rng.uniform() < cfg.cross_identity_probability:
             driving_index = self.driving_pairs[index]

@@ -14,6 +14,9 @@ module only exists so the trainer and the benchmark do not depend on it.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -62,6 +65,20 @@ def motion_condition(
         # (b f) ... -> b f ...
         out = out.reshape(images.shape[0], images.shape[2], *out.shape[1:])
     return out
+
+
+#: The generation defaults of a model folder that :func:`reenact` takes (the product pipeline's
+#: ``resolution`` and ``paste_back`` do not apply to already-cropped frames).
+SAMPLER_SETTINGS = ("num_inference_steps", "guidance_scale", "strength", "initial_latents")
+
+
+def recommended_sampler_settings(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The :data:`SAMPLER_SETTINGS` a model or run folder recommends (``_generation_defaults``)."""
+    from ..loading import read_generation_defaults
+    from .export import resolve_model_folder
+
+    recommended = read_generation_defaults(resolve_model_folder(folder))
+    return {key: recommended[key] for key in SAMPLER_SETTINGS if key in recommended}
 
 
 @torch.no_grad()
@@ -142,4 +159,10 @@ def reenact(
     return images.reshape(batch, frames, *images.shape[1:]).transpose(1, 2)
 
 
-__all__ = ["gaussian_blur", "motion_condition", "reenact"]
+__all__ = [
+    "SAMPLER_SETTINGS",
+    "gaussian_blur",
+    "motion_condition",
+    "recommended_sampler_settings",
+    "reenact",
+]

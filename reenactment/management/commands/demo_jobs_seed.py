@@ -15,6 +15,7 @@ The driving clip (with a tone as its audio track) and the portrait are written u
 from __future__ import annotations
 
 import io
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,16 @@ class Command(BaseCommand):
         )
         demo_dir = Path(settings.VAR_DIR) / "demo"
         demo_dir.mkdir(parents=True, exist_ok=True)
+        # Written every time (they are deterministic), each through a temporary name: the files
+        # always match the registered model's media, and an interrupted run leaves no torn file.
         portrait_path = demo_dir / "portrait.png"
         driving_path = demo_dir / "driving.mp4"
-        if not portrait_path.exists():
-            portrait_path.write_bytes(_png(portrait))
-        if not driving_path.exists():
-            make_test_clip(driving_path, driving, 24, audio_tone_hz=440.0)
+        partial = portrait_path.with_name("portrait.partial.png")
+        partial.write_bytes(_png(portrait))
+        os.replace(partial, portrait_path)
+        partial = driving_path.with_name("driving.partial.mp4")
+        make_test_clip(partial, driving, 24, audio_tone_hz=440.0)
+        os.replace(partial, driving_path)
 
         subject = self._person(subject_name, _png(portrait), "portrait_subject", actor)
         performer = self._person(performer_name, _png(performer_face), "driving_performer", actor)
