@@ -58,6 +58,7 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from reenactment.engine.configs import COLOR_MATCH_MODES  # noqa: E402
 from reenactment.engine.synthface import (  # noqa: E402
     IDENTITY_VECTOR_SIZE,
     MOTION_FIELDS,
@@ -201,7 +202,8 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
     """``NAME=FOLDER[,key=value...]`` -> name, folder, sampler settings.
 
     Keys: ``steps``, ``guidance``, ``strength``, ``init`` (``blurred_reference`` / ``reference``),
-    and the bare word ``defaults`` (the folder's ``_generation_defaults``, under what is given).
+    ``color`` (``none`` / ``reference``: the pipeline's ``color_match``), and the bare word
+    ``defaults`` (the folder's ``_generation_defaults``, under what is given).
     """
     from reenactment.engine.training.export import resolve_model_folder
 
@@ -217,7 +219,9 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
         "guidance": ("guidance_scale", float),
         "strength": ("strength", float),
         "init": ("initial_latents", str),
+        "color": ("color_match", str),
     }
+    choices = {"init": ("blurred_reference", "reference"), "color": COLOR_MATCH_MODES}
     for option in options:
         if option == "defaults":
             settings.update(recommended_sampler_settings(folder))
@@ -225,6 +229,10 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
         key, _, value = option.partition("=")
         if key not in keys:
             raise SystemExit(f"unknown model option {key!r} in {spec!r}")
+        if key in choices and value not in choices[key]:
+            raise SystemExit(
+                f"model option {key}={value!r} in {spec!r}: choose from {', '.join(choices[key])}"
+            )
         try:
             settings[keys[key][0]] = keys[key][1](value)
         except ValueError:
@@ -395,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="NAME=MODEL_OR_RUN_FOLDER[,steps=N][,guidance=G][,strength=S][,init=reference]"
-        "[,defaults] (defaults: the folder's recommended settings)",
+        "[,color=reference][,defaults] (defaults: the folder's recommended settings)",
     )
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--frames", type=int, default=6)

@@ -20,7 +20,7 @@ from governance.apis.common import (
 )
 from governance.models import ModelVersion, Person, Purpose
 from governance.permissions import HasGlobalPermission
-from reenactment.engine.configs import INITIAL_LATENTS_MODES
+from reenactment.engine.configs import COLOR_MATCH_MODES, INITIAL_LATENTS_MODES
 from reenactment.models import RenderJob
 from reenactment.selectors import (
     render_job_get_visible,
@@ -42,6 +42,7 @@ PARAMETER_FIELDS = {
     "paste_back": serializers.BooleanField(required=False),
     "strength": serializers.FloatField(min_value=0.05, max_value=1.0, required=False),
     "initial_latents": serializers.ChoiceField(choices=list(INITIAL_LATENTS_MODES), required=False),
+    "color_match": serializers.ChoiceField(choices=list(COLOR_MATCH_MODES), required=False),
 }
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .configs import INITIAL_LATENTS_MODES, strength_timesteps
+from .configs import COLOR_MATCH_MODES, INITIAL_LATENTS_MODES, strength_timesteps
 
 EXIT_OK = 0
 EXIT_INCOMPATIBLE = 1
@@ -175,6 +175,7 @@ RELEASE_SETTINGS = {
     "resolution": 512,
     "strength": 1.0,
     "initial_latents": "blurred_reference",
+    "color_match": "none",
 }
 
 
@@ -188,6 +189,7 @@ def _generation_settings(args: argparse.Namespace) -> dict[str, Any]:
         "resolution": args.resolution,
         "strength": args.strength,
         "initial_latents": args.initial_latents,
+        "color_match": args.color_match,
     }
     recommended = read_generation_defaults(args.model)
     return {
@@ -360,7 +362,7 @@ def _animate(args: argparse.Namespace) -> int:
     print(
         f"settings: {settings['resolution']} px, {settings['num_inference_steps']} steps, "
         f"guidance {settings['guidance_scale']:g}, strength {settings['strength']:g}, "
-        f"start {settings['initial_latents']}"
+        f"start {settings['initial_latents']}, colour match {settings['color_match']}"
     )
     return EXIT_OK
 
@@ -410,6 +412,13 @@ def register_animate(subparsers: SubParsers) -> None:
         choices=INITIAL_LATENTS_MODES,
         default=None,
         help="start of the denoising (the model's recommendation, else blurred_reference)",
+    )
+    parser.add_argument(
+        "--color-match",
+        choices=COLOR_MATCH_MODES,
+        default=None,
+        help="give the generated face the portrait's colours: reference, or none (the model's "
+        "recommendation, else none)",
     )
     parser.add_argument(
         "--seed", type=int, default=None, metavar="S", help="seed (default: random, printed)"

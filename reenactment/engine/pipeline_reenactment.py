@@ -85,6 +85,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .configs import (
+    COLOR_MATCH_MODES,
     INITIAL_LATENTS_MODES,
     REFERENCE_LATENT_SCALE,
     scheduler_config,
@@ -102,6 +103,7 @@ from .networks import (
 )
 from .preprocessing import (
     MOTION_SIZE,
+    ColorMatch,
     DrivingFrame,
     ReferenceFace,
     preprocess_reference,
@@ -940,6 +942,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         decode_chunk_size: int = DECODE_CHUNK_SIZE,
         paste_back: bool = False,
         feather: float = 0.12,
+        color_match: Literal["none", "reference"] = "none",
         face_backend: FaceBackend | str = "dlib",
         detect_every: int = 1,
         max_gap_seconds: float = 1.0,
@@ -1002,6 +1005,11 @@ class ReenactmentPipeline(DiffusionPipeline):
             paste_back: Composite each generated face into the full portrait (feathered mask)
                 instead of returning the bare square crop.
             feather: Width of the mask's soft edge as a fraction of the crop.
+            color_match: ``"none"`` (release) or ``"reference"``: give the generated faces the
+                reference crop's per-channel colour mean and spread
+                (:class:`~reenactment.engine.preprocessing.ColorMatch`, fitted on the first
+                decoded frames and held for the whole video), for small models whose colours
+                drift.
             face_backend: Face detector (name or instance) for the portrait and driving video.
             detect_every: Detect the driving face every N frames (boxes in between are
                 interpolated; release: every frame).
@@ -1050,6 +1058,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             driving_is_path=driving_is_path,
             choices={
                 "initial_latents": (initial_latents, INITIAL_LATENTS_MODES),
+                "color_match": (color_match, COLOR_MATCH_MODES),
                 "negative_clip": (negative_clip, ("zeros", "reference")),
                 "negative_motion": (negative_motion, ("reference", "zeros")),
                 "bbox_mode": (bbox_mode, ("neutral", "tracked")),
@@ -1192,6 +1201,7 @@ class ReenactmentPipeline(DiffusionPipeline):
 
             carry_tokens: torch.Tensor | None = None
             carry_trajectory: list[torch.Tensor] | None = None
+            colors: ColorMatch | None = None
             motion_chunks = self._motion_token_stream(
                 frames_in, bbox_mode, motion_batch_size, timings, should_stop
             )
@@ -1286,7 +1296,14 @@ class ReenactmentPipeline(DiffusionPipeline):
                 ):
                     decoded_at = time.perf_counter()
                     timings["decode_s"] += decoded_at - mark
+                    if color_match == "reference" and colors is None:
+                        reference_crop = resize_rgb(
+                            reference_face.generation_crop, chunk[0].shape[0]
+                        )
+                        colors = ColorMatch.fit(chunk, reference_crop)
                     for image in chunk:
+                        if colors is not None:
+                            image = colors.apply(image)
                         frame = (
                             paste_face_back(
                                 reference_face.image, image, reference_face.crop, feather=feather
@@ -1443,6 +1460,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             "decode_chunk_size",
             "paste_back",
             "feather",
+            "color_match",
             "detect_every",
             "max_gap_seconds",
             "driving_max_side",

@@ -426,6 +426,48 @@ def track_driving_faces(
     yield from tracker.finish()
 
 
+#: Bounds of :class:`ColorMatch`'s per-channel gain: a nearly flat generated channel must not
+#: be stretched into amplified noise, nor a noisy one flattened.
+COLOR_MATCH_GAIN_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class ColorMatch:
+    """A per-channel gain and offset giving generated faces the reference crop's colours.
+
+    A small model's output drifts towards average colours (its autoencoder normalises colour
+    away, and the denoiser regresses to the mean): a magenta shirt comes out grey. The fit takes
+    the generated frames' per-channel mean and standard deviation to the reference crop's
+    (AdaIN-style colour transfer over whole frames, so a moving head is not pulled back to the
+    portrait's pose). One fit is held for a whole video: refitting per frame would make the
+    colours pulse with the motion.
+    """
+
+    gain: np.ndarray  # (3,) float32
+    offset: np.ndarray  # (3,) float32, in 0..255 pixel units
+
+    @classmethod
+    def fit(cls, generated: np.ndarray, reference: np.ndarray) -> ColorMatch:
+        """Fit on ``generated`` frames ``(..., H, W, 3)`` and the reference crop ``(H, W, 3)``,
+        both in 0..255 (uint8 or float)."""
+        gen = np.asarray(generated, dtype=np.float64).reshape(-1, 3)
+        ref = np.asarray(reference, dtype=np.float64).reshape(-1, 3)
+        if gen.shape[0] == 0 or ref.shape[0] == 0:
+            raise ValueError("colour matching needs at least one pixel on each side")
+        low, high = COLOR_MATCH_GAIN_RANGE
+        gain = np.clip(ref.std(axis=0) / np.maximum(gen.std(axis=0), 1e-6), low, high)
+        offset = ref.mean(axis=0) - gain * gen.mean(axis=0)
+        return cls(gain=gain.astype(np.float32), offset=offset.astype(np.float32))
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """``frames * gain + offset`` clipped to 0..255; uint8 in, uint8 out (rounded), float in,
+        float32 out."""
+        out = np.clip(np.asarray(frames, dtype=np.float32) * self.gain + self.offset, 0.0, 255.0)
+        if np.asarray(frames).dtype == np.uint8:
+            return (out + 0.5).astype(np.uint8)
+        return out
+
+
 def feather_mask(size: int, *, feather: float = 0.12) -> np.ndarray:
     """A (size, size) float32 mask: 1 inside, falling smoothly to 0 at the square's edges.
 

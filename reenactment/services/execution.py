@@ -205,6 +205,7 @@ def _generation_parameters(job: RenderJob) -> dict[str, Any]:
         "paste_back",
         "strength",
         "initial_latents",
+        "color_match",
         "context_frames",
         "context_overlap",
         "detect_every",

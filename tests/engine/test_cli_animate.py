@@ -335,10 +335,18 @@ def test_commands_are_registered() -> None:
             "resolution": 512,
             "strength": 1.0,
             "initial_latents": "blurred_reference",
+            "color_match": "none",
         }
     )
     args.steps = 4
+    args.color_match = "reference"
     assert _generation_settings(args)["num_inference_steps"] == 4
+    assert _generation_settings(args)["color_match"] == "reference"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(
+            ["animate", "--portrait", "p", "--driving", "d", "--out", "o.mp4"]
+            + ["--model", "m", "--color-match", "histogram"]
+        )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["animate", "--portrait", "p"])
     assert main(["inspect-checkpoint", "/nonexistent/checkpoint.pth"]) == 2

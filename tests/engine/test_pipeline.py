@@ -40,6 +40,7 @@ from reenactment.engine.pipeline_reenactment import (
     uniform_context_windows,
 )
 from reenactment.engine.preprocessing import (
+    ColorMatch,
     DrivingFrame,
     ReferenceFace,
     preprocess_reference,
@@ -364,6 +365,28 @@ def test_paste_back_output_has_the_portraits_size(
         assert not np.array_equal(frame, portrait)
 
 
+def test_color_match_gives_the_generated_faces_the_portraits_colours(
+    pipe: ReenactmentPipeline, reference: ReferenceFace, driving_frames: list[DrivingFrame]
+) -> None:
+    plain = run(pipe, reference, driving_frames[:4])
+    matched = run(pipe, reference, driving_frames[:4], color_match="reference")
+    assert plain.parameters["color_match"] == "none"
+    assert matched.parameters["color_match"] == "reference"
+    crop = resize_rgb(reference.generation_crop, RESOLUTION).reshape(-1, 3).astype(np.float64)
+    assert len(plain.frames) == len(matched.frames) == 4
+    frames = {
+        name: np.stack(result.frames).reshape(-1, 3).astype(np.float64)
+        for name, result in (("plain", plain), ("matched", matched))
+    }
+    # The untrained networks' colours are far from the portrait's; matched ones are the
+    # portrait's per-channel mean and spread (one fit for the whole clip).
+    assert np.abs(frames["plain"].mean(axis=0) - crop.mean(axis=0)).max() > 5
+    np.testing.assert_allclose(frames["matched"].mean(axis=0), crop.mean(axis=0), atol=1.5)
+    # Exactly the plain frames corrected by one fit on all of them (they fit one decode chunk).
+    fit = ColorMatch.fit(np.stack(plain.frames), resize_rgb(reference.generation_crop, RESOLUTION))
+    np.testing.assert_array_equal(np.stack(matched.frames), fit.apply(np.stack(plain.frames)))
+
+
 def test_odd_sized_portrait_gives_an_even_h264_video(
     pipe: ReenactmentPipeline,
     backend: FaceBackend,
@@ -622,6 +645,7 @@ def test_long_video_memory_does_not_grow_with_length(
         ({"strength": 0.0}, "strength must be in"),
         ({"strength": 1.5}, "strength must be in"),
         ({"initial_latents": "blurred"}, "initial_latents must be one of"),
+        ({"color_match": "histogram"}, "color_match must be one of"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(

@@ -22,9 +22,11 @@ from skimage import data as skdata
 from reenactment.engine import faces
 from reenactment.engine.faces import FaceBackend, FaceDetection, MultipleFacesError, NoFaceError
 from reenactment.engine.preprocessing import (
+    COLOR_MATCH_GAIN_RANGE,
     GENERATION_SIZE,
     MOTION_SIZE,
     SMOOTHING_RADIUS,
+    ColorMatch,
     DrivingFaceLostError,
     DrivingFaceTracker,
     ReferenceFace,
@@ -330,3 +332,39 @@ def test_feather_mask_and_helpers() -> None:
     assert small.shape == (150, 500, 3) and factor == pytest.approx(0.5)
     same, factor = downscale_to_limit(big, 2000)
     assert same is big and factor == 1.0
+
+
+def test_color_match_gives_generated_frames_the_references_colour_statistics() -> None:
+    rng = np.random.default_rng(3)
+    reference = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    # Washed-out frames: the reference's pattern at 70 % contrast, shifted towards grey.
+    frames = np.stack([reference.astype(np.float32) * 0.7 + 40 + k for k in range(4)])
+    frames = frames.astype(np.uint8)
+    match = ColorMatch.fit(frames, reference)
+    out = match.apply(frames)
+    assert out.dtype == np.uint8 and out.shape == frames.shape
+    # One fit for all frames: their means and spreads are the reference's (up to rounding).
+    np.testing.assert_allclose(
+        out.reshape(-1, 3).mean(axis=0), reference.reshape(-1, 3).mean(axis=0), atol=0.6
+    )
+    np.testing.assert_allclose(
+        out.reshape(-1, 3).std(axis=0), reference.reshape(-1, 3).std(axis=0), rtol=0.02
+    )
+    # and the first frame is nearly the reference again.
+    assert np.abs(out[0].astype(int) - reference).mean() < 2.5
+    assert np.abs(frames[0].astype(int) - reference).mean() > 15
+    # Float in, float out (0..255, clipped).
+    floats = match.apply(frames.astype(np.float32))
+    assert floats.dtype == np.float32 and floats.min() >= 0 and floats.max() <= 255
+
+
+def test_color_match_gain_is_bounded_and_empty_input_refused() -> None:
+    reference = np.zeros((8, 8, 3), np.uint8)
+    reference[::2] = 255  # a high-contrast reference
+    flat = np.full((2, 8, 8, 3), 100, np.uint8)  # a flat generated clip: std 0
+    match = ColorMatch.fit(flat, reference)
+    np.testing.assert_allclose(match.gain, COLOR_MATCH_GAIN_RANGE[1])
+    # The flat clip gets the reference's mean colour, not amplified noise.
+    np.testing.assert_array_equal(match.apply(flat), np.full_like(flat, 128))
+    with pytest.raises(ValueError, match="at least one pixel"):
+        ColorMatch.fit(np.zeros((0, 8, 8, 3)), reference)

@@ -132,7 +132,7 @@ def stored_outputs(media_root: Any) -> list[str]:
 
 def test_submit_approve_generate_and_verify_through_a_real_worker(platform, media_root):
     worker = platform.worker()
-    job = submit(platform)
+    job = submit(platform, color_match="reference")
     assert job["status"] == S.AWAITING_APPROVAL
     job_id = job["id"]
     approve_all(platform, job_id)
@@ -149,6 +149,8 @@ def test_submit_approve_generate_and_verify_through_a_real_worker(platform, medi
     assert steps == {"leakage": "failed", "provenance": "pending"}
 
     assert finished.attempts == 1
+    # The requester's colour matching reached the engine (and the re-run below repeats it).
+    assert finished.reproducibility["parameters"]["color_match"] == "reference"
     assert finished.progress_percent == 100.0
     assert finished.progress_frames == finished.progress_total_frames == 24
     assert finished.progress_step == finished.progress_total_steps == 2

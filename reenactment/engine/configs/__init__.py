@@ -121,6 +121,10 @@ def scheduler_config() -> dict[str, Any]:
 #: itself, or pure noise (the pipeline's ``initial_latents``; the job API and the CLI offer these).
 INITIAL_LATENTS_MODES: tuple[str, ...] = ("blurred_reference", "reference", "noise")
 
+#: Colour correction of the generated faces (the pipeline's ``color_match``): none (the release)
+#: or the reference crop's per-channel mean and spread (see ``preprocessing.ColorMatch``).
+COLOR_MATCH_MODES: tuple[str, ...] = ("none", "reference")
+
 
 def strength_timesteps(timesteps: TimestepsT, strength: float) -> TimestepsT:
     """The tail of a denoising schedule that a run of ``strength`` in (0, 1] goes through.

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..configs import strength_timesteps
+from ..configs import COLOR_MATCH_MODES, strength_timesteps
 from ..networks import ReferenceAttentionControl, guided_noise_prediction
 from .components import Components, encode_clip, vae_decode, vae_encode
 
@@ -69,7 +69,13 @@ def motion_condition(
 
 #: The generation defaults of a model folder that :func:`reenact` takes (the product pipeline's
 #: ``resolution`` and ``paste_back`` do not apply to already-cropped frames).
-SAMPLER_SETTINGS = ("num_inference_steps", "guidance_scale", "strength", "initial_latents")
+SAMPLER_SETTINGS = (
+    "num_inference_steps",
+    "guidance_scale",
+    "strength",
+    "initial_latents",
+    "color_match",
+)
 
 
 def recommended_sampler_settings(folder: str | os.PathLike[str]) -> dict[str, Any]:
@@ -92,11 +98,13 @@ def reenact(
     seed: int = 0,
     strength: float = 1.0,
     initial_latents: str = "blurred_reference",
+    color_match: str = "none",
 ) -> torch.Tensor:
     """Animate ``reference`` ``(B, 3, S, S)`` with ``driving`` ``(B, 3, F, S, S)`` (``[-1, 1]``).
 
-    ``strength`` and ``initial_latents`` (``"blurred_reference"``, the release, or
-    ``"reference"``) have the product pipeline's meaning.
+    ``strength``, ``initial_latents`` (``"blurred_reference"``, the release, or
+    ``"reference"``) and ``color_match`` (``"none"`` or ``"reference"``, fitted per clip) have
+    the product pipeline's meaning.
 
     Returns:
         Frames ``(B, 3, F, S, S)`` in ``[-1, 1]``.
@@ -127,6 +135,8 @@ def reenact(
     first = timesteps[0]
     if initial_latents not in ("blurred_reference", "reference"):
         raise ValueError(f"unknown initial latents {initial_latents!r}")
+    if color_match not in COLOR_MATCH_MODES:
+        raise ValueError(f"unknown colour match {color_match!r}")
     blurred = (
         gaussian_blur(ref_latent, INIT_BLUR_KERNEL, INIT_BLUR_SIGMA)
         if initial_latents == "blurred_reference"
@@ -156,7 +166,26 @@ def reenact(
     flat = latents.transpose(1, 2).flatten(0, 1)
     images = vae_decode(components.vae, flat, num_frames=frames).clamp(-1, 1)
     # (b f) c h w -> b c f h w
-    return images.reshape(batch, frames, *images.shape[1:]).transpose(1, 2)
+    clips = images.reshape(batch, frames, *images.shape[1:]).transpose(1, 2)
+    if color_match == "reference":
+        clips = torch.stack(
+            [_color_matched(clip, portrait) for clip, portrait in zip(clips, reference)]
+        )
+    return clips
+
+
+def _color_matched(clip: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """:class:`~reenactment.engine.preprocessing.ColorMatch` of one clip ``(3, F, S, S)`` to its
+    reference ``(3, S, S)``, both in ``[-1, 1]``, fitted on all frames of the clip."""
+    from ..preprocessing import ColorMatch
+
+    # c f h w -> f h w c, [-1, 1] -> 0..255
+    frames = ((clip.permute(1, 2, 3, 0).float().cpu() + 1) * 127.5).numpy()
+    portrait = ((reference.permute(1, 2, 0).float().cpu() + 1) * 127.5).numpy()
+    matched = ColorMatch.fit(frames, portrait).apply(frames)
+    # f h w c -> c f h w, back to [-1, 1]
+    out = torch.from_numpy(matched).permute(3, 0, 1, 2) / 127.5 - 1
+    return out.to(device=clip.device, dtype=clip.dtype)
 
 
 __all__ = [
