@@ -142,6 +142,28 @@ def held_out_cases(count: int, frames: int) -> tuple[torch.Tensor, torch.Tensor,
     return reference, driving, target
 
 
+def test_sampler_color_match_gives_each_clip_its_portraits_colours() -> None:
+    from reenactment.engine.training import load_model_folder
+    from reenactment.engine.training.sampling import reenact
+
+    components = load_model_folder(PREVIEW)
+    reference, driving, _ = held_out_cases(2, 2)
+    options = {"num_inference_steps": 4, "seed": 0, "strength": 0.75}
+    plain = reenact(components, reference, driving, **options)
+    matched = reenact(components, reference, driving, color_match="reference", **options)
+
+    def channel_means(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).mean(dim=1)  # c ... -> (c,)
+
+    for k in range(2):
+        want = channel_means(reference[k])
+        # In 0..255 units: the matched clip's mean colour is the portrait's (one fit per clip).
+        assert (channel_means(matched[k]) - want).abs().max() * 127.5 < 1.0
+        assert (channel_means(plain[k]) - want).abs().max() * 127.5 > 1.0
+    with pytest.raises(ValueError, match="unknown colour match"):
+        reenact(components, reference, driving, color_match="histogram", **options)
+
+
 def test_preview_model_takes_identity_from_the_portrait_not_the_driver() -> None:
     """On held-out SynthFace cross-reenactments the output is closer to the exact ground truth
     (portrait identity, driver's motion) than the driving clip itself is."""
