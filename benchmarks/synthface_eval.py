@@ -70,6 +70,7 @@ from reenactment.engine.synthface import (  # noqa: E402
 )
 from reenactment.engine.training import load_model_folder  # noqa: E402
 from reenactment.engine.training.sampling import (  # noqa: E402
+    SAMPLER_INITIAL_LATENTS,
     motion_condition,
     recommended_sampler_settings,
     reenact,
@@ -221,7 +222,7 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
         "init": ("initial_latents", str),
         "color": ("color_match", str),
     }
-    choices = {"init": ("blurred_reference", "reference"), "color": COLOR_MATCH_MODES}
+    choices = {"init": SAMPLER_INITIAL_LATENTS, "color": COLOR_MATCH_MODES}
     for option in options:
         if option == "defaults":
             settings.update(recommended_sampler_settings(folder))

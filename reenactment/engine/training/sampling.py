@@ -24,6 +24,8 @@ from ..configs import COLOR_MATCH_MODES, strength_timesteps
 from ..networks import ReferenceAttentionControl, guided_noise_prediction
 from .components import Components, encode_clip, vae_decode, vae_encode
 
+#: The ``initial_latents`` this sampler offers (the pipeline's ``"noise"`` is not among them).
+SAMPLER_INITIAL_LATENTS = ("blurred_reference", "reference")
 INIT_BLUR_KERNEL = 9
 INIT_BLUR_SIGMA = 18.0
 
@@ -133,7 +135,7 @@ def reenact(
     scheduler.set_timesteps(num_inference_steps)
     timesteps = strength_timesteps(scheduler.timesteps, strength)
     first = timesteps[0]
-    if initial_latents not in ("blurred_reference", "reference"):
+    if initial_latents not in SAMPLER_INITIAL_LATENTS:
         raise ValueError(f"unknown initial latents {initial_latents!r}")
     if color_match not in COLOR_MATCH_MODES:
         raise ValueError(f"unknown colour match {color_match!r}")
@@ -189,6 +191,7 @@ def _color_matched(clip: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
+    "SAMPLER_INITIAL_LATENTS",
     "SAMPLER_SETTINGS",
     "gaussian_blur",
     "motion_condition",
