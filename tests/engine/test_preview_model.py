@@ -52,7 +52,11 @@ def test_preview_model_is_small_licensed_and_documented() -> None:
     for run in info["stages"]:
         # Every training run behind the weights has its steps and wall clock recorded.
         assert run["name"] in card
-        assert run["steps"] > 0 and run["wall_clock_min"] > 0
+        if run.get("export_only"):
+            # An assembly of earlier runs' networks: it must name where they came from.
+            assert run["steps"] == 0 and run["init_overrides"]
+        else:
+            assert run["steps"] > 0 and run["wall_clock_min"] > 0
 
 
 def test_index_names_the_network_class_and_refuses_foreign_modules(tmp_path: Path) -> None:

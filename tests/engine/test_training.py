@@ -482,7 +482,9 @@ def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_pat
     """A model built from several runs records every one of them, with steps and wall clock."""
 
     def trainer(name: str, **overrides: Any) -> Trainer:
-        config = make_config(tmp_path, output_dir=str(tmp_path / name), max_steps=1, **overrides)
+        config = make_config(
+            tmp_path, output_dir=str(tmp_path / name), **{"max_steps": 1, **overrides}
+        )
         return Trainer(config, snapshot, show_progress=False)
 
     first = trainer("first")
@@ -523,6 +525,25 @@ def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_pat
         assert own[-1] == run
     index = json.loads((folder / "model_index.json").read_text())
     assert index["_generation_defaults"] == {"resolution": 32, "num_inference_steps": 12}
+    assert "export_only" not in runs[2]
+
+    # max_steps 0 only assembles and exports: the weights are exactly the sources', and the
+    # run is recorded as an export, not as training.
+    assembly = trainer(
+        "assembly",
+        stage=2,
+        max_steps=0,
+        init_from=str(tmp_path / "first"),
+        init_overrides={"vae": str(tmp_path / "decoder")},
+    )
+    assembled = assembly.train()
+    assert assembled is not None
+    last = json.loads((assembled / "training.json").read_text())["stages"][-1]
+    assert (last["name"], last["steps"], last["export_only"]) == ("assembly", 0, True)
+    for name, source in (("vae", decoder), ("denoising_unet", first)):
+        expected = getattr(source.components, name).state_dict()
+        actual = getattr(assembly.components, name).state_dict()
+        assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
 def test_cli_refuses_an_init_folder_that_cannot_start_the_run(

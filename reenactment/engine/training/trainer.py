@@ -1046,6 +1046,9 @@ class Trainer:
                         "world_size": self.dist.world_size,
                         "init_from": self.config.init_from,
                         "init_overrides": dict(self.config.init_overrides),
+                        # max_steps 0: this run only assembled (init_from + init_overrides)
+                        # and exported earlier runs' networks; say so rather than claim training.
+                        **({"export_only": True} if self.step == 0 else {}),
                     },
                 ],
             }
