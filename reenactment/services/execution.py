@@ -268,11 +268,19 @@ def render_job_generate(*, claim: Claim) -> None:
 
 def _fail_or_retry(*, claim: Claim, exc: Exception) -> None:
     from reenactment.engine import preprocessing, video_io
+    from reenactment.engine.pipeline_reenactment import PipelineInputError
 
-    readable = isinstance(exc, video_io.MediaError | preprocessing.PreprocessingError)
     if isinstance(exc, TransientGenerationError | torch_oom()):
         return  # the task retries; the job stays RUNNING and the next attempt takes it over
-    reason = str(exc) if readable else f"Generation failed ({type(exc).__name__}); see logs."
+    if isinstance(exc, video_io.MediaError | preprocessing.PreprocessingError):
+        reason = str(exc)
+    elif isinstance(exc, PipelineInputError):
+        # A setting the API cannot check alone (e.g. a resolution this model's autoencoder
+        # cannot tile) or a bad recommendation in the model's folder: say which, so the
+        # requester can resubmit or an admin can fix the model, instead of "see logs".
+        reason = f"The model refused the generation settings: {exc}"
+    else:
+        reason = f"Generation failed ({type(exc).__name__}); see logs."
     render_job_fail(claim=claim, reason=reason)
 
 

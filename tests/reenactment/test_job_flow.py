@@ -244,6 +244,22 @@ def test_cancel_while_running_stops_within_a_step_and_leaves_no_output(platform,
     assert "render_job.generate" not in actions(job_id)
 
 
+def test_settings_the_model_refuses_fail_the_job_with_the_reason(platform, media_root):
+    # The API takes any resolution in 32..1024; only the model knows its autoencoder's tile
+    # (8 px here), so the worker's pipeline refuses 100 and the requester must be told why.
+    worker = platform.worker()
+    job_id = submit(platform, resolution=100)["id"]
+    approve_all(platform, job_id)
+    wait_for(lambda: job_status(job_id) == S.FAILED, 120, "the job to fail", worker)
+
+    reason = RenderJob.objects.get(pk=job_id).status_reason
+    assert reason.startswith("The model refused the generation settings: "), reason
+    assert "resolution must be a positive multiple of 8, got 100" in reason
+    assert "see logs" not in reason
+    assert stored_outputs(media_root) == []
+    assert "render_job.generate" not in actions(job_id)
+
+
 def pool_children(main_pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(main_pid)], capture_output=True, text=True)
     return [int(pid) for pid in out.stdout.split()]
