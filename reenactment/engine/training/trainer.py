@@ -129,7 +129,8 @@ class TrainingConfig:
         init_components: Which networks to take from ``init_from`` (default: all it holds).
         init_overrides: Networks to take from other run or model folders after ``init_from``,
             e.g. ``{"vae": "var/training/decoder_run"}`` (a VAE decoder fine-tuned separately).
-        max_steps: Optimisation steps.
+        max_steps: Optimisation steps. 0 trains nothing: the run assembles ``init_from`` and
+            ``init_overrides`` and exports them (recorded as ``export_only``).
         batch_size: Clips per step and process.
         frames: Frames per clip sample (stage 1: independent images sharing a reference).
         frame_stride: Stride of the frame window.
