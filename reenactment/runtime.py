@@ -112,6 +112,15 @@ def generation_defaults(model_version: Any) -> dict[str, Any]:
     return read_generation_defaults(model_version_folder_path(model_version))
 
 
+def generation_tile(model_version: Any) -> int | None:
+    """The pixel multiple the model's generation size must be (None: unknown, see
+    ``read_vae_scale_factor``)."""
+    from governance.services.registry import model_version_folder_path
+    from reenactment.engine.loading import read_vae_scale_factor
+
+    return read_vae_scale_factor(model_version_folder_path(model_version))
+
+
 def loaded_model_versions() -> list[int]:
     with _lock:
         return sorted(_pipelines)

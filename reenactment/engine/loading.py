@@ -862,6 +862,22 @@ def read_generation_defaults(folder: PathLike) -> dict[str, Any]:
     return dict(values) if isinstance(values, dict) else {}
 
 
+def vae_scale_factor(vae_config: Mapping[str, Any]) -> int:
+    """Pixels per latent cell of an autoencoder (each down block but the last halves the size):
+    a generation size must be a multiple of it."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def read_vae_scale_factor(folder: PathLike) -> int | None:
+    """:func:`vae_scale_factor` of a model folder's ``vae/config.json``; None when the file is
+    missing or unreadable (the pipeline refuses a bad size when it runs, then)."""
+    try:
+        config = json.loads((Path(folder) / "vae" / "config.json").read_text())
+        return vae_scale_factor(config)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def network_class(folder: PathLike, name: str) -> type[ModelMixin]:
     """The class ``model_index.json`` names for network ``name`` (the official one by default).
 

@@ -92,6 +92,7 @@ from .configs import (
     strength_timesteps,
 )
 from .faces import FaceBackend, get_face_backend
+from .loading import vae_scale_factor
 from .networks import (
     CompactMotionEncoder,
     MotionEncoder,
@@ -416,7 +417,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             motion_encoder=motion_encoder,
             scheduler=scheduler,
         )
-        self.vae_scale_factor = 2 ** (len(self.vae.config["block_out_channels"]) - 1)
+        self.vae_scale_factor = vae_scale_factor(self.vae.config)
         self._interrupt = False
         # The reference banks live inside the denoiser: one call at a time per instance.
         self._busy = threading.Lock()

@@ -229,6 +229,22 @@ def render_job_submit(
         raise
 
 
+def _resolution_assert_fits(*, model_version: Any, parameters: Mapping[str, Any]) -> None:
+    """Refuse a requested generation size the model's autoencoder cannot tile, at submission
+    rather than after two approvals (the API's range check cannot know the model)."""
+    from reenactment.runtime import generation_tile
+
+    resolution = parameters.get("resolution")
+    tile = generation_tile(model_version) if resolution is not None else None
+    if tile and resolution % tile:
+        nearest = max(tile, round(resolution / tile) * tile)
+        raise ApplicationError(
+            f"This model generates at multiples of {tile} px; {resolution} is not one "
+            f"(try {nearest}).",
+            code="resolution_unsupported",
+        )
+
+
 @transaction.atomic(durable=True)
 def _render_job_create(
     *,
@@ -258,6 +274,7 @@ def _render_job_create(
         territory=territory,
     )
     model_version_assert_usable(model_version=model_version, purpose=purpose, territory=territory)
+    _resolution_assert_fits(model_version=model_version, parameters=parameters)
     job = RenderJob.objects.create(
         requested_by=requested_by,
         portrait_subject=portrait_subject,

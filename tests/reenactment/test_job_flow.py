@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from governance.audit_codes import AuditAction
@@ -22,6 +24,7 @@ from governance.models import ApprovalStep, AuditEvent, ConsentRecord, LeakageRe
 from governance.roles import Role
 from governance.services.consents import consent_revoke
 from governance.services.provenance import provenance_sign
+from governance.services.registry import model_version_register
 from reenactment.engine.video_io import probe_video
 from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
 
@@ -244,17 +247,58 @@ def test_cancel_while_running_stops_within_a_step_and_leaves_no_output(platform,
     assert "render_job.generate" not in actions(job_id)
 
 
+def test_a_resolution_the_model_cannot_tile_is_refused_at_submission(platform, media_root):
+    # The serializer only knows 32..1024; the model's autoencoder tiles 8 px (demo-tiny), so
+    # 100 is refused before any approval is asked for, and nothing is left behind.
+    with platform.driving.open("rb") as driving:
+        response = api_as(platform.user(Role.REQUESTER)).post(
+            "/api/reenactment/jobs/create/",
+            {
+                "portrait": _named(platform.portrait_png, "portrait.png"),
+                "driving": driving,
+                "portrait_subject_id": platform.subject.pk,
+                "performer_id": platform.performer.pk,
+                "purpose": platform.purpose.pk,
+                "channels": ["internal"],
+                "territory": "WW",
+                "model_version_id": platform.model.pk,
+                "parameters": _json({"resolution": 100}),
+            },
+            format="multipart",
+        )
+    assert response.status_code == 400, response.content
+    body = response.json()["error"]
+    assert body["code"] == "resolution_unsupported", body
+    assert "multiples of 8 px" in body["message"] and "try 96" in body["message"]
+    assert not RenderJob.objects.exists()
+    assert not (media_root / "jobs").exists() or not any((media_root / "jobs").rglob("*.*"))
+
+
 def test_settings_the_model_refuses_fail_the_job_with_the_reason(platform, media_root):
-    # The API takes any resolution in 32..1024; only the model knows its autoencoder's tile
-    # (8 px here), so the worker's pipeline refuses 100 and the requester must be told why.
+    # A model folder whose own recommendation the pipeline refuses (strength 1.5): the job
+    # fails with the pipeline's reason, not "see logs", so an admin can fix the model.
+    source = Path(settings.MODELS_DIR) / "demo-tiny"
+    bad = Path(settings.MODELS_DIR) / "demo-tiny-bad-defaults"
+    shutil.copytree(source, bad, dirs_exist_ok=True)
+    index = json.loads((bad / "model_index.json").read_text())
+    index["_generation_defaults"] = {**index.get("_generation_defaults", {}), "strength": 1.5}
+    (bad / "model_index.json").write_text(json.dumps(index))
+    platform.model = model_version_register(
+        name="demo-tiny-bad-defaults",
+        version="1",
+        folder=bad,
+        licence=platform.model.licence,
+        is_demonstration=True,
+        acting_user=platform.user(Role.DATA_STEWARD),
+    )
     worker = platform.worker()
-    job_id = submit(platform, resolution=100)["id"]
+    job_id = submit(platform)["id"]
     approve_all(platform, job_id)
     wait_for(lambda: job_status(job_id) == S.FAILED, 120, "the job to fail", worker)
 
     reason = RenderJob.objects.get(pk=job_id).status_reason
     assert reason.startswith("The model refused the generation settings: "), reason
-    assert "resolution must be a positive multiple of 8, got 100" in reason
+    assert "strength must be in (0, 1], got 1.5" in reason
     assert "see logs" not in reason
     assert stored_outputs(media_root) == []
     assert "render_job.generate" not in actions(job_id)
