@@ -189,6 +189,13 @@ def folder_layout(folder: Path) -> str:
     stems = {_official_stem(p) for p in find_checkpoint_files(folder) if p.is_file()}
     if stems & set(OFFICIAL_STEMS):
         return "official_pth"
+    if (folder / MODEL_INDEX).is_file():
+        held = [n for n in SAFETENSORS_OPTIONAL if (folder / n).is_dir()]
+        raise ModelFolderInvalidError(
+            f"{folder} holds no X-NeMo networks ({', '.join(SAFETENSORS_NETWORKS)}), only "
+            f"{', '.join(held) or 'model_index.json'}: a training run's stage-0 export (its "
+            "autoencoder alone) starts further training but is not a model."
+        )
     raise ModelFolderInvalidError(
         f"{folder} is neither our layout ({', '.join(f'{n}/' for n in SAFETENSORS_NETWORKS)}) "
         f"nor an official set ({', '.join(OFFICIAL_STEMS)} as .pth or .safetensors)."

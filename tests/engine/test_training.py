@@ -546,6 +546,70 @@ def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_pat
         assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
+def test_stage0_exports_only_networks_that_fit_its_latent_space(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    """A stage-0 run trains only the autoencoder. Its export must not pass freshly built UNets
+    off as a model, nor keep a denoiser next to an encoder it was not trained on."""
+    from governance.integrations.model_files import ModelFolderInvalidError, model_folder_check
+    from reenactment.engine.loading import ModelFolderNotFoundError
+    from reenactment.engine.pipeline_reenactment import ReenactmentPipeline
+
+    def run(name: str, **overrides: Any) -> Trainer:
+        config = make_config(
+            tmp_path, output_dir=str(tmp_path / name), **{"max_steps": 1, **overrides}
+        )
+        trainer = Trainer(config, snapshot, show_progress=False)
+        trainer.train()
+        return trainer
+
+    def held(name: str) -> list[str]:
+        return sorted(p.name for p in (tmp_path / name / "model").iterdir() if p.is_dir())
+
+    full = run("full")
+    assert held("full") == sorted(
+        ["reference_unet", "denoising_unet", "motion_encoder", "vae", "image_encoder", "scheduler"]
+    )
+
+    # From scratch: the autoencoder alone, named alone in the index; no release files.
+    run("scratch", stage=0)
+    folder = tmp_path / "scratch" / "model"
+    assert held("scratch") == ["vae"]
+    index = json.loads((folder / "model_index.json").read_text())
+    assert [k for k in index if not k.startswith("_")] == ["vae"]
+    assert not (tmp_path / "scratch" / "official").exists()
+    with pytest.raises(FileNotFoundError, match="not a complete model: it has no reference_unet"):
+        load_model_folder(folder)
+    with pytest.raises(ModelFolderNotFoundError, match="not a complete model"):
+        ReenactmentPipeline.from_model_folder(folder)
+    with pytest.raises(ModelFolderInvalidError, match="holds no X-NeMo networks"):
+        model_folder_check(folder)
+    # ... and a later stage takes exactly that from it.
+    stage1 = Trainer(
+        make_config(tmp_path, output_dir=str(tmp_path / "s1"), init_from=str(folder)),
+        snapshot,
+        show_progress=False,
+    )
+    assert stage1.loaded_networks == {"vae"}
+
+    # Decoder only, from a complete model: the latent space is unchanged, so the export is a
+    # complete model again, with the source's other networks exactly.
+    decoder = run("decoder", stage=0, init_from=str(tmp_path / "full"), vae_train_encoder=False)
+    assert held("decoder") == held("full")
+    components = load_model_folder(tmp_path / "decoder")
+    for name in ("reference_unet", "denoising_unet", "motion_encoder", "image_encoder"):
+        expected = getattr(full.components, name).state_dict()
+        actual = getattr(components, name).state_dict()
+        assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert not torch.equal(
+        components.vae.decoder.conv_out.weight, full.components.vae.decoder.conv_out.weight
+    )
+    assert decoder.exported_networks() != ("vae",)
+    # The encoder retrained: the source's denoiser no longer fits, so only the VAE is exported.
+    run("encoder", stage=0, init_from=str(tmp_path / "full"))
+    assert held("encoder") == ["vae"]
+
+
 def test_cli_refuses_an_init_folder_that_cannot_start_the_run(
     snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from ..loading import (
 from .components import Components
 
 PIPELINE_CLASS = "ReenactmentPipeline"
+MODEL_SUBFOLDERS = ("reference_unet", "denoising_unet", "motion_encoder", "vae", "image_encoder")
 
 
 def _plain(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, Any]:
@@ -63,17 +64,25 @@ def export_official_checkpoints(
     *,
     formats: Iterable[str] = ("safetensors", "pth"),
     dtype: torch.dtype | None = None,
+    networks: Collection[str] = MODEL_SUBFOLDERS,
 ) -> list[Path]:
-    """Write the four release files; returns their paths."""
+    """Write the release files of the X-NeMo networks among ``networks`` (all four files by
+    default; none, and no folder, when it names none of them); returns their paths."""
+    parts: dict[str, Mapping[str, torch.Tensor]] = {}
+    if "reference_unet" in networks:
+        parts[REFERENCE_UNET_FILE] = components.reference_unet.state_dict()
+    if "denoising_unet" in networks:
+        denoising, temporal = split_denoising_state_dict(
+            _denoiser_state(components.denoising_unet)
+        )
+        parts[DENOISING_UNET_FILE] = denoising
+        parts[TEMPORAL_MODULE_FILE] = temporal
+    if "motion_encoder" in networks:
+        parts[MOTION_ENCODER_FILE] = components.motion_encoder.state_dict()
+    if not parts:
+        return []
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    denoising, temporal = split_denoising_state_dict(_denoiser_state(components.denoising_unet))
-    parts = {
-        REFERENCE_UNET_FILE: components.reference_unet.state_dict(),
-        DENOISING_UNET_FILE: denoising,
-        TEMPORAL_MODULE_FILE: temporal,
-        MOTION_ENCODER_FILE: components.motion_encoder.state_dict(),
-    }
     written = []
     for name, state in parts.items():
         tensors = _plain(state, dtype)
@@ -108,12 +117,17 @@ def save_model_folder(
     dtype: torch.dtype | None = None,
     training_info: Mapping[str, Any] | None = None,
     generation_defaults: Mapping[str, Any] | None = None,
+    networks: Collection[str] = MODEL_SUBFOLDERS,
 ) -> Path:
-    """Write the complete model folder atomically (replacing an existing one).
+    """Write the model folder atomically (replacing an existing one).
 
     Args:
         folder: Destination.
         components: The trained networks.
+        networks: The sub-folders to write (default: all, a complete model). A folder without
+            the denoising UNet (e.g. a stage-0 export: only ``vae/``) has no ``scheduler/``
+            either, and its ``model_index.json`` names only what it holds: it can start a
+            training run but the pipeline and the model registry refuse it.
         dtype: Cast floating tensors for storage (e.g. ``torch.float16`` to halve the size;
             diffusers networks load them back in float32 unless told otherwise). The CLIP image
             encoder is always stored in float32 (transformers keeps the stored dtype).
@@ -127,11 +141,13 @@ def save_model_folder(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is not secret
     try:
+        unknown = sorted(set(networks) - set(MODEL_SUBFOLDERS))
+        if unknown:
+            raise ValueError(f"unknown model components: {', '.join(unknown)}")
         modules: dict[str, Any] = {
-            "reference_unet": components.reference_unet,
-            "denoising_unet": components.denoising_unet,
-            "motion_encoder": components.motion_encoder,
-            "vae": components.vae,
+            name: getattr(components, name)
+            for name in ("reference_unet", "denoising_unet", "motion_encoder", "vae")
+            if name in networks
         }
         for name, module in modules.items():
             original = {k: v.clone() for k, v in module.state_dict().items()}
@@ -144,20 +160,20 @@ def save_model_folder(
                 if dtype is not None:
                     nn.Module.to(module, torch.float32)
                     module.load_state_dict(original)
-        components.image_encoder.save_pretrained(tmp / "image_encoder")
-        scheduler = components.inference_scheduler()
-        scheduler.save_pretrained(tmp / "scheduler")
+        if "image_encoder" in networks:
+            components.image_encoder.save_pretrained(tmp / "image_encoder")
+            modules["image_encoder"] = components.image_encoder
+        if "denoising_unet" in networks:
+            # The sampler belongs to the denoiser (its noise schedule is the training one).
+            modules["scheduler"] = components.inference_scheduler()
+            modules["scheduler"].save_pretrained(tmp / "scheduler")
         index: dict[str, Any] = {
             "_class_name": PIPELINE_CLASS,
             "_diffusers_version": diffusers.__version__,
         }
         if generation_defaults:
             index[GENERATION_DEFAULTS_KEY] = dict(generation_defaults)
-        for name, module in {
-            **modules,
-            "image_encoder": components.image_encoder,
-            "scheduler": scheduler,
-        }.items():
+        for name, module in modules.items():
             index[name] = [_library_of(module), type(module).__name__]
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         if training_info is not None:
@@ -178,7 +194,6 @@ def folder_safetensors_bytes(folder: str | os.PathLike[str]) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*.safetensors"))
 
 
-MODEL_SUBFOLDERS = ("reference_unet", "denoising_unet", "motion_encoder", "vae", "image_encoder")
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
@@ -232,6 +247,16 @@ def load_model_folder(source: str | os.PathLike[str]) -> Components:
     from .components import ModelConfig, build_components
 
     folder = resolve_model_folder(source)
+    missing = [
+        name
+        for name in MODEL_SUBFOLDERS
+        if not any((folder / name / f).is_file() for f in _WEIGHT_FILES)
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a complete model: it has no {', '.join(missing)} "
+            "(a stage-0 run exports only its autoencoder; use it as init_from/init_overrides)"
+        )
     info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     components = build_components(ModelConfig(**info["model_config"]))
     load_model_folder_weights(folder, components, MODEL_SUBFOLDERS)

@@ -5,7 +5,10 @@ Stages (spec sec. 5; the release itself is inference-only):
 * **stage 0** - only for small models with a tiny VAE: trains the VAE as an autoencoder on the
   snapshot's frames (L1 + random-feature perceptual + small KL), then standardises its latent
   channels so that ``0.18215 * latent`` has zero mean and unit variance (exact reparametrisation;
-  see :mod:`.components`).
+  see :mod:`.components`). Its export holds the VAE alone (a starting point for stage 1 via
+  ``init_from``/``init_overrides``, refused as a model by the pipeline and the registry), unless
+  it fine-tuned only the decoder of a complete model: the latent space is then unchanged and the
+  export is that model with the new decoder (:meth:`Trainer.exported_networks`).
 * **stage 1** - image-level: the reference UNet, the denoising UNet **without** its temporal
   modules, the motion encoder and the motion cross-attention (``motion_modules``) are trained
   jointly with the diffusion loss; the dual GAN decoder (:mod:`.gan_decoder`) reconstructs the
@@ -39,6 +42,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import nullcontext
@@ -64,7 +68,7 @@ from .components import (
     vae_encode,
 )
 from .datasets import ClipDataset, SampleConfig, StepSampler, collate
-from .export import export_official_checkpoints, save_model_folder
+from .export import MODEL_SUBFOLDERS, export_official_checkpoints, save_model_folder
 from .gan_decoder import DualDiscriminator, MotionDecoder
 from .losses import (
     RandomFeaturePerceptualLoss,
@@ -449,6 +453,8 @@ class Trainer:
         #: The runs the initial weights came from (their ``training.json`` ``stages``, oldest
         #: first), so an exported model documents every run behind it, not only the last one.
         self.lineage: list[dict[str, Any]] = []
+        #: Networks whose weights came from earlier runs (``init_from`` / ``init_overrides``).
+        self.loaded_networks: set[str] = set()
         if config.init_from:
             self._load_initial_weights(Path(config.init_from), config.init_components)
         for name, source in config.init_overrides.items():
@@ -523,7 +529,7 @@ class Trainer:
         from .export import load_model_folder_weights, resolve_model_folder
 
         try:
-            load_model_folder_weights(source, self.components, names)
+            self.loaded_networks.update(load_model_folder_weights(source, self.components, names))
         except (OSError, RuntimeError, ValueError) as exc:
             # Missing folders or weights, and networks of another architecture (strict load).
             raise InitialWeightsError(f"cannot start from {source}: {exc}") from exc
@@ -1020,8 +1026,28 @@ class Trainer:
         vae.decoder.conv_in.weight /= gain[None, :, None, None]
         return torch.stack([mean * LATENT_SCALE, std * LATENT_SCALE])
 
+    def exported_networks(self) -> tuple[str, ...]:
+        """The networks this run's export holds: those whose weights mean something together.
+
+        Stages 1 and 2 export everything: a network they did not train (a VAE, the frozen image
+        encoder) is what the trained ones learned against. Stage 0 trains only the autoencoder,
+        so the other networks are exported only when they came from an earlier run *and* the
+        latent space they were trained on is unchanged (the encoder frozen, or nothing trained):
+        freshly built UNets would make the folder look like a model that animates noise, and a
+        denoiser trained on the old encoder's latents does not fit a retrained encoder.
+        """
+        if self.config.stage != 0:
+            return MODEL_SUBFOLDERS
+        latent_space_kept = not self.config.vae_train_encoder or self.step == 0
+        return tuple(
+            name
+            for name in MODEL_SUBFOLDERS
+            if name == "vae" or (latent_space_kept and name in self.loaded_networks)
+        )
+
     def export(self) -> Path | None:
-        """Write ``model/`` (folder layout) and ``official/`` (four files) on the main process."""
+        """Write ``model/`` (folder layout) and ``official/`` (the release files of the networks
+        it holds) on the main process; see :meth:`exported_networks`."""
         if not self.dist.is_main:
             self._barrier()
             return None
@@ -1057,6 +1083,7 @@ class Trainer:
                 stats = self.calibrate_vae()
                 info["vae_latent_stats_before_calibration"] = stats.tolist()
             dtype = torch.float16 if self.config.export_dtype == "float16" else None
+            networks = self.exported_networks()
             folder = save_model_folder(
                 self.output_dir / "model",
                 self.components,
@@ -1066,9 +1093,15 @@ class Trainer:
                     "resolution": self.model_config.resolution,
                     **self.config.generation_defaults,
                 },
+                networks=networks,
             )
+            official = self.output_dir / "official"
+            if official.is_dir():
+                # A re-export (e.g. --resume) must not leave an earlier export's files beside
+                # fewer new ones.
+                shutil.rmtree(official)
             export_official_checkpoints(
-                self.output_dir / "official", self.components, formats=self.config.export_formats
+                official, self.components, formats=self.config.export_formats, networks=networks
             )
         finally:
             self._restore(backup)
