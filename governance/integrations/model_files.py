@@ -209,12 +209,15 @@ def _official_stem(path: Path) -> str:
 def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
     import torch
 
+    from reenactment.engine.configs import GenerationDefaultsError, check_generation_defaults
+    from reenactment.engine.demo_model import GENERATION_DEFAULTS_KEY
     from reenactment.engine.loading import (
         CheckpointError,
         compare_layouts,
         module_layout,
         network_class,
         read_layout,
+        read_vae_scale_factor,
     )
 
     architecture: dict[str, Any] = {"layout": "xnemo_safetensors"}
@@ -254,6 +257,17 @@ def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
     architecture["components"] = [*SAFETENSORS_NETWORKS, *components]
     if (folder / MODEL_INDEX).is_file():
         index = _json_object(folder / MODEL_INDEX)
+        if GENERATION_DEFAULTS_KEY in index:
+            # Every job on the model starts from these: a value the pipeline refuses would fail
+            # each job after its approvals, so the folder is refused here instead.
+            try:
+                check_generation_defaults(
+                    index[GENERATION_DEFAULTS_KEY], tile=read_vae_scale_factor(folder)
+                )
+            except GenerationDefaultsError as exc:
+                raise ModelFolderInvalidError(
+                    f"{MODEL_INDEX} recommends settings the pipeline refuses: {exc}."
+                ) from exc
         architecture["model_index"] = index
     else:
         notes.append(f"no {MODEL_INDEX}: the pipeline needs the base models from elsewhere")

@@ -181,7 +181,8 @@ RELEASE_SETTINGS = {
 
 def _generation_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Command line, else the model folder's ``_generation_defaults``, else the release's."""
-    from .loading import read_generation_defaults
+    from .configs import check_generation_defaults
+    from .loading import read_generation_defaults, read_vae_scale_factor
 
     given = {
         "num_inference_steps": args.steps,
@@ -191,7 +192,9 @@ def _generation_settings(args: argparse.Namespace) -> dict[str, Any]:
         "initial_latents": args.initial_latents,
         "color_match": args.color_match,
     }
-    recommended = read_generation_defaults(args.model)
+    recommended = check_generation_defaults(
+        read_generation_defaults(args.model), tile=read_vae_scale_factor(args.model)
+    )
     return {
         key: value
         if value is not None

@@ -133,6 +133,38 @@ def test_a_renamed_key_is_refused_as_incompatible(steward, model_copy):
     assert f"- {key}" in info.value.message  # the missing key is named
 
 
+@pytest.mark.parametrize(
+    ("recommended", "reason"),
+    [
+        ({"strength": 1.5}, "strength must be a number in (0, 1], got 1.5"),
+        ({"strenght": 0.5}, "unknown setting(s) 'strenght'"),
+        ({"resolution": 100}, "resolution must be a multiple of 8 (the autoencoder's tile)"),
+        ({"color_match": "sepia"}, "color_match must be one of ('none', 'reference')"),
+        ({"num_inference_steps": True}, "num_inference_steps must be a whole number >= 1"),
+    ],
+)
+def test_recommended_settings_the_pipeline_refuses_are_refused_at_registration(
+    steward, tmp_path, recommended, reason
+):
+    """Every job on a model starts from its ``_generation_defaults``: a bad one is the admin's to
+    fix before registration, not a failure of each job after its approvals."""
+    from reenactment.engine.demo_model import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "demo")  # complete: index, VAE (8-px tile), scheduler
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    licence = seeded_licence(SYNTHFACE_LICENCE)
+    register(folder=folder, licence=licence, acting_user=steward)  # as built: accepted
+    index["_generation_defaults"] = {**index["_generation_defaults"], **recommended}
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ModelFilesRejectedError) as info:
+        register(folder=folder, licence=licence, acting_user=steward, version="2")
+    assert info.value.code == "model_files_invalid_folder"
+    assert "model_index.json recommends settings the pipeline refuses" in info.value.message
+    assert reason in info.value.message
+    assert ModelVersion.objects.count() == 1
+
+
 def test_an_official_pth_set_is_registered_and_an_incomplete_one_refused(steward, tmp_path):
     folder = official_model_folder(tmp_path / "official")
     model = register(folder=folder, licence=seeded_licence(XNEMO_LICENCE), acting_user=steward)

@@ -275,13 +275,14 @@ def test_a_resolution_the_model_cannot_tile_is_refused_at_submission(platform, m
 
 
 def test_settings_the_model_refuses_fail_the_job_with_the_reason(platform, media_root):
-    # A model folder whose own recommendation the pipeline refuses (strength 1.5): the job
+    # A model folder whose own recommendation only the loaded networks can refuse (a context
+    # window longer than the denoiser's temporal table; registration checks the rest): the job
     # fails with the pipeline's reason, not "see logs", so an admin can fix the model.
     source = Path(settings.MODELS_DIR) / "demo-tiny"
     bad = Path(settings.MODELS_DIR) / "demo-tiny-bad-defaults"
     shutil.copytree(source, bad, dirs_exist_ok=True)
     index = json.loads((bad / "model_index.json").read_text())
-    index["_generation_defaults"] = {**index.get("_generation_defaults", {}), "strength": 1.5}
+    index["_generation_defaults"] = {**index.get("_generation_defaults", {}), "context_frames": 48}
     (bad / "model_index.json").write_text(json.dumps(index))
     platform.model = model_version_register(
         name="demo-tiny-bad-defaults",
@@ -298,7 +299,7 @@ def test_settings_the_model_refuses_fail_the_job_with_the_reason(platform, media
 
     reason = RenderJob.objects.get(pk=job_id).status_reason
     assert reason.startswith("The model refused the generation settings: "), reason
-    assert "strength must be in (0, 1], got 1.5" in reason
+    assert "context_frames must be within 1..32 (the temporal position table), got 48" in reason
     assert "see logs" not in reason
     assert stored_outputs(media_root) == []
     assert "render_job.generate" not in actions(job_id)

@@ -14,7 +14,8 @@ Use the ``*_config()`` functions to get independent deep copies that can be modi
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 TimestepsT = TypeVar("TimestepsT", bound=Sequence[Any])  # a list or a 1-D tensor
@@ -135,6 +136,71 @@ def strength_timesteps(timesteps: TimestepsT, strength: float) -> TimestepsT:
     """
     skip = min(len(timesteps) - 1, int(round(len(timesteps) * (1.0 - strength))))
     return timesteps[skip:]
+
+
+class GenerationDefaultsError(ValueError):
+    """A model folder recommends settings (``_generation_defaults``) the pipeline would refuse."""
+
+
+def _whole(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: What a model folder may recommend, and what each value must be (the pipeline's own checks,
+#: minus what needs the networks, e.g. the temporal table's length for ``context_frames``).
+RECOMMENDABLE_SETTINGS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "resolution": ("a whole number of pixels >= 8", lambda v: _whole(v, 8)),
+    "num_inference_steps": ("a whole number >= 1", lambda v: _whole(v, 1)),
+    "guidance_scale": ("a finite number >= 0", lambda v: _real(v) and v >= 0),
+    "strength": ("a number in (0, 1]", lambda v: _real(v) and 0 < v <= 1),
+    "initial_latents": (f"one of {INITIAL_LATENTS_MODES}", lambda v: v in INITIAL_LATENTS_MODES),
+    "color_match": (f"one of {COLOR_MATCH_MODES}", lambda v: v in COLOR_MATCH_MODES),
+    "paste_back": ("true or false", lambda v: isinstance(v, bool)),
+    "context_frames": ("a whole number >= 1", lambda v: _whole(v, 1)),
+    "context_overlap": ("a whole number >= 0", lambda v: _whole(v, 0)),
+    "detect_every": ("a whole number >= 1", lambda v: _whole(v, 1)),
+}
+
+
+def check_generation_defaults(defaults: Any, *, tile: int | None = None) -> dict[str, Any]:
+    """Check the settings a model folder recommends before anyone runs a job on it.
+
+    Args:
+        defaults: ``_generation_defaults`` of ``model_index.json``.
+        tile: The multiple of pixels the folder's autoencoder generates at (``resolution`` must
+            be one), when known.
+
+    Returns:
+        ``defaults`` as a plain dict.
+
+    Raises:
+        GenerationDefaultsError: naming the first unknown setting or unusable value.
+    """
+    if not isinstance(defaults, Mapping):
+        raise GenerationDefaultsError("_generation_defaults must be a JSON object")
+    unknown = sorted(k for k in defaults if k not in RECOMMENDABLE_SETTINGS)
+    if unknown:
+        raise GenerationDefaultsError(
+            f"unknown setting(s) {', '.join(map(repr, unknown))}; a model may recommend "
+            f"{', '.join(RECOMMENDABLE_SETTINGS)}"
+        )
+    for name, value in defaults.items():
+        wanted, accepts = RECOMMENDABLE_SETTINGS[name]
+        if not accepts(value):
+            raise GenerationDefaultsError(f"{name} must be {wanted}, got {value!r}")
+    resolution = defaults.get("resolution")
+    if tile and resolution is not None and resolution % tile:
+        raise GenerationDefaultsError(
+            f"resolution must be a multiple of {tile} (the autoencoder's tile), got {resolution}"
+        )
+    overlap, frames = defaults.get("context_overlap"), defaults.get("context_frames")
+    if overlap is not None and frames is not None and overlap >= frames:
+        raise GenerationDefaultsError("context_overlap must be smaller than context_frames")
+    return dict(defaults)
 
 
 def motion_encoder_config() -> dict[str, Any]:
