@@ -546,6 +546,16 @@ def test_init_overrides_and_lineage_of_an_exported_model(snapshot: Path, tmp_pat
         assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
+def test_recommended_settings_are_checked_before_training(tmp_path: Path) -> None:
+    from reenactment.engine.configs import GenerationDefaultsError
+
+    with pytest.raises(GenerationDefaultsError, match="strength must be a number in"):
+        make_config(tmp_path, generation_defaults={"strength": 2})
+    with pytest.raises(GenerationDefaultsError, match="unknown setting"):
+        make_config(tmp_path, generation_defaults={"guidance": 2.5})
+    assert make_config(tmp_path, generation_defaults={"strength": 0.75}).generation_defaults
+
+
 def test_stage0_exports_only_networks_that_fit_its_latent_space(
     snapshot: Path, tmp_path: Path
 ) -> None:

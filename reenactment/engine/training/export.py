@@ -72,9 +72,7 @@ def export_official_checkpoints(
     if "reference_unet" in networks:
         parts[REFERENCE_UNET_FILE] = components.reference_unet.state_dict()
     if "denoising_unet" in networks:
-        denoising, temporal = split_denoising_state_dict(
-            _denoiser_state(components.denoising_unet)
-        )
+        denoising, temporal = split_denoising_state_dict(_denoiser_state(components.denoising_unet))
         parts[DENOISING_UNET_FILE] = denoising
         parts[TEMPORAL_MODULE_FILE] = temporal
     if "motion_encoder" in networks:

@@ -56,6 +56,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..configs import check_generation_defaults
 from ..networks import clear_reference_banks, load_reference_banks
 from ..networks.reference_attention import run_reference_pass
 from .augmentations import AugmentationConfig
@@ -234,6 +235,8 @@ class TrainingConfig:
         for name in ("cross_identity_probability", "reference_other_clip_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        # Checked now, not when the export writes them hours later (GenerationDefaultsError).
+        check_generation_defaults(self.generation_defaults)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
         self.export_formats = tuple(self.export_formats)
 
