@@ -1035,13 +1035,14 @@ class Trainer:
         Stages 1 and 2 export everything: a network they did not train (a VAE, the frozen image
         encoder) is what the trained ones learned against. Stage 0 trains only the autoencoder,
         so the other networks are exported only when they came from an earlier run *and* the
-        latent space they were trained on is unchanged (the encoder frozen, or nothing trained):
-        freshly built UNets would make the folder look like a model that animates noise, and a
-        denoiser trained on the old encoder's latents does not fit a retrained encoder.
+        latent space they were trained on is unchanged (``vae_train_encoder`` false; with it,
+        the export also recalibrates the latent channels): freshly built UNets would make the
+        folder look like a model that animates noise, and a denoiser trained on the old
+        encoder's latents does not fit a retrained encoder.
         """
         if self.config.stage != 0:
             return MODEL_SUBFOLDERS
-        latent_space_kept = not self.config.vae_train_encoder or self.step == 0
+        latent_space_kept = not self.config.vae_train_encoder
         return tuple(
             name
             for name in MODEL_SUBFOLDERS
