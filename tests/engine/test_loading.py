@@ -35,7 +35,7 @@ from reenactment.engine.loading import (
     verify_checksums,
 )
 from reenactment.engine.networks.motion_encoder import PatchEmbed
-from reenactment.engine.networks.positional import sincos_2d
+from reenactment.engine.networks.positional import interleaved_sincos, sincos_2d
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RENAMED_FROM = "down_blocks.0.attentions.0.proj_in.weight"
@@ -205,7 +205,33 @@ def test_denoising_union_coverage(
         tiny_unet_kwargs,
     )
     assert len(coverage.regenerated) == 26
-    _assert_same_state(model.state_dict(), {**base, **temporal})
+    regenerated = {
+        k: interleaved_sincos(v.shape[1], v.shape[2])
+        for k, v in temporal.items()
+        if k.endswith(".pos_encoder.pe")
+    }
+    _assert_same_state(model.state_dict(), {**base, **without_pe, **regenerated})
+
+    # ... and the formula is the official one: it reproduces the stored tables bit for bit. MKL
+    # picks its sin/cos code per CPU (AVX-512 machines differ in the last bit of ~8 % of the
+    # 64-wide tables); the fixture was computed on its AVX path, so the comparison pins that
+    # path, in a process of its own (MKL reads MKL_CBWR once).
+    script = (
+        "import sys, torch; from safetensors.torch import load_file; "
+        "from reenactment.engine.networks.positional import interleaved_sincos; "
+        "t = load_file(sys.argv[1]); "
+        "bad = [k for k, v in t.items() if k.endswith('.pos_encoder.pe') "
+        "and not torch.equal(interleaved_sincos(v.shape[1], v.shape[2]), v)]; "
+        "print(len([k for k in t if k.endswith('.pos_encoder.pe')]), len(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_dir / "xnemo_temporal_module.safetensors")],
+        env={**os.environ, "MKL_CBWR": "AVX"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == ["26", "0"], result.stdout + result.stderr
 
     # A learned temporal tensor covered by neither file is an error naming it.
     missing_key = next(k for k in temporal if k.endswith("proj_out.weight"))
