@@ -61,16 +61,6 @@ def _demo_inputs(folder: Path) -> tuple[Path, Path]:
     return portrait, driving
 
 
-def _performer_frames(driving: Path, count: int) -> list[Any]:
-    from reenactment.engine import video_io
-    from reenactment.engine.identity import sample_frame_indices
-
-    total = video_io.probe_video(driving).frame_count
-    wanted = set(sample_frame_indices(total, count=count))
-    frames = [f for i, f in enumerate(video_io.iter_frames(driving, max_side=640)) if i in wanted]
-    return frames
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -89,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from governance.services.identity import leakage_verdict
     from reenactment.engine import faces, video_io
-    from reenactment.engine.identity import leakage_measure
+    from reenactment.engine.identity import leakage_measure, sample_video_frames
     from reenactment.engine.loading import read_generation_defaults
     from reenactment.engine.pipeline_reenactment import ReenactmentPipeline
 
@@ -107,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         portrait_path, driving_path = _demo_inputs(work)
         portrait, _ = video_io.load_image(portrait_path, max_side=settings.RENDER_MAX_PORTRAIT_SIDE)
-        performer = _performer_frames(driving_path, settings.LEAKAGE_PERFORMER_SAMPLES)
+        performer = sample_video_frames(
+            driving_path,
+            count=settings.LEAKAGE_PERFORMER_SAMPLES,
+            total=video_io.probe_video(driving_path).frame_count,
+        )
         print(
             f"{'model':<12} {'seed':>4} {'verdict':<7} {'faceless':>8} {'portrait':>8} "
             f"{'p10':>6} {'performer':>9} {'baseline':>8} {'gen s':>6}  reasons"

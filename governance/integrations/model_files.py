@@ -184,18 +184,14 @@ def folder_layout(folder: Path) -> str:
     """``xnemo_safetensors`` or ``official_pth`` (``ModelFolderInvalidError`` otherwise)."""
     if any((folder / name).is_dir() for name in SAFETENSORS_NETWORKS):
         return "xnemo_safetensors"
-    from reenactment.engine.loading import find_checkpoint_files
+    from reenactment.engine.loading import find_checkpoint_files, incomplete_model_reason
 
     stems = {_official_stem(p) for p in find_checkpoint_files(folder) if p.is_file()}
     if stems & set(OFFICIAL_STEMS):
         return "official_pth"
     if (folder / MODEL_INDEX).is_file():
-        held = [n for n in SAFETENSORS_OPTIONAL if (folder / n).is_dir()]
-        raise ModelFolderInvalidError(
-            f"{folder} holds no X-NeMo networks ({', '.join(SAFETENSORS_NETWORKS)}), only "
-            f"{', '.join(held) or 'model_index.json'}: a training run's stage-0 export (its "
-            "autoencoder alone) starts further training but is not a model."
-        )
+        # Our layout's index without its networks (e.g. a stage-0 training export).
+        raise ModelFolderInvalidError(incomplete_model_reason(folder) + ".")
     raise ModelFolderInvalidError(
         f"{folder} is neither our layout ({', '.join(f'{n}/' for n in SAFETENSORS_NETWORKS)}) "
         f"nor an official set ({', '.join(OFFICIAL_STEMS)} as .pth or .safetensors)."

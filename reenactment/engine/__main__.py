@@ -280,8 +280,15 @@ def _animate(args: argparse.Namespace) -> int:
         settings = _generation_settings(args)
     except (TypeError, ValueError) as exc:
         return bad_input(f"{args.model}: unusable _generation_defaults in model_index.json ({exc})")
-    if settings["resolution"] % 8:
-        return bad_input(f"--resolution must be a multiple of 8, got {settings['resolution']}")
+    from .loading import read_vae_scale_factor
+
+    # The model's autoencoder tile (4 px for the preview model); the release's SVD VAE: 8.
+    tile = read_vae_scale_factor(args.model) or 8
+    if settings["resolution"] < tile or settings["resolution"] % tile:
+        return bad_input(
+            f"--resolution must be a multiple of {tile} (this model's autoencoder tile), "
+            f"got {settings['resolution']}"
+        )
     try:
         portrait, report = load_image(portrait_path, max_side=args.max_portrait_side)
         if report.downscaled:

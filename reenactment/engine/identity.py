@@ -47,6 +47,7 @@ __all__ = [
     "identity_match",
     "leakage_measure",
     "sample_frame_indices",
+    "sample_video_frames",
     "series_stats",
 ]
 
@@ -93,6 +94,33 @@ def sample_frame_indices(total: int, *, count: int, seed: int | None = None) -> 
         else:
             indices.append(rng.randrange(start, stop))
     return indices
+
+
+def sample_video_frames(
+    path: Any, *, count: int, total: int | None = None, max_side: int | None = 640
+) -> list[np.ndarray]:
+    """The frames at :func:`sample_frame_indices` of a video file, decoding no further than the
+    last one (e.g. the driving frames a face check compares with a person's photo).
+
+    Args:
+        path: The video.
+        count: How many frames.
+        total: Its frame count when known (else ``count``: the first frames).
+        max_side: Downscale frames whose longer side exceeds this.
+    """
+    from reenactment.engine import video_io
+
+    wanted = set(sample_frame_indices(total or count, count=count))
+    frames: list[np.ndarray] = []
+    if not wanted:
+        return frames
+    last = max(wanted)
+    for index, frame in enumerate(video_io.iter_frames(path, max_side=max_side)):
+        if index in wanted:
+            frames.append(frame)
+        if index >= last:
+            break
+    return frames
 
 
 # --------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import json
 import os
 import pickle
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -862,6 +862,22 @@ def read_generation_defaults(folder: PathLike) -> dict[str, Any]:
     return dict(values) if isinstance(values, dict) else {}
 
 
+#: Sub-folders of a complete model folder in our layout (``model_index.json`` beside them).
+MODEL_COMPONENTS = (*SUBFOLDERS, "image_encoder", "vae", "scheduler")
+
+
+def incomplete_model_reason(folder: PathLike, components: Sequence[str] = MODEL_COMPONENTS) -> str:
+    """Why ``folder`` is not a complete model in our layout ("" when it is): the components it
+    lacks. A training run's stage-0 export, for one, holds only its autoencoder."""
+    missing = [name for name in components if not (Path(folder) / name).is_dir()]
+    if not missing:
+        return ""
+    return (
+        f"{folder} is not a complete model: it has no {', '.join(missing)} (a training run's "
+        "stage-0 export holds only its autoencoder; use it as init_from/init_overrides)"
+    )
+
+
 def vae_scale_factor(vae_config: Mapping[str, Any]) -> int:
     """Pixels per latent cell of an autoencoder (each down block but the last halves the size):
     a generation size must be a multiple of it."""
@@ -1071,6 +1087,8 @@ def _read_json_object(path: PathLike, what: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "MODEL_COMPONENTS",
+    "incomplete_model_reason",
     "CHECKPOINT_SUFFIXES",
     "DENOISING_UNET_FILE",
     "FILE_DESCRIPTIONS",

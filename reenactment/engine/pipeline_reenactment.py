@@ -92,7 +92,7 @@ from .configs import (
     strength_timesteps,
 )
 from .faces import FaceBackend, get_face_backend
-from .loading import vae_scale_factor
+from .loading import incomplete_model_reason, vae_scale_factor
 from .networks import (
     CompactMotionEncoder,
     MotionEncoder,
@@ -136,15 +136,6 @@ GENERATION_SIZE = 512
 #: Longest run denoised in one pass; the release stops at 500 frames, so every video it can
 #: process is denoised here exactly as it does.
 DEFAULT_SEGMENT_FRAMES = 500
-#: Sub-folders of a model folder in our layout (``model_index.json`` beside them).
-MODEL_COMPONENTS = (
-    "reference_unet",
-    "denoising_unet",
-    "motion_encoder",
-    "image_encoder",
-    "vae",
-    "scheduler",
-)
 #: Driving frames are downscaled to this longer side before tracking (bounds the memory held
 #: for the 20-frame smoothing look-ahead; the motion crop is 224 px anyway).
 DRIVING_MAX_SIDE = 1280
@@ -502,12 +493,9 @@ class ReenactmentPipeline(DiffusionPipeline):
                 raise ModelFolderNotFoundError(f"{index_path}: unreadable ({exc})") from exc
             if not isinstance(index, dict):
                 raise ModelFolderNotFoundError(f"{index_path}: not a JSON object")
-            missing = [name for name in MODEL_COMPONENTS if not (folder / name).is_dir()]
-            if missing:
-                raise ModelFolderNotFoundError(
-                    f"{folder} is not a complete model: it has no {', '.join(missing)} "
-                    "(a training run's stage-0 export holds only its autoencoder)"
-                )
+            incomplete = incomplete_model_reason(folder)
+            if incomplete:
+                raise ModelFolderNotFoundError(incomplete)
             networks = load_xnemo_model(folder, dtype=model_dtype, device=device)
             image_encoder = load_clip_image_encoder(folder, dtype=model_dtype, device=device)
             vae = load_svd_vae(folder, dtype=decode_dtype, device=device)

@@ -16,8 +16,8 @@ from django.conf import settings
 
 from governance.models import Person
 from governance.services.identity import face_match_evaluate
-from reenactment.engine import faces, video_io
-from reenactment.engine.identity import identity_match, sample_frame_indices
+from reenactment.engine import faces
+from reenactment.engine.identity import identity_match, sample_video_frames
 from reenactment.services.inputs import CheckedInputs
 
 SUBMISSION_SUBJECT = "reenactment.submission"
@@ -29,15 +29,8 @@ def _reference_image(person: Person) -> Any:
 
 
 def _driving_samples(checked: CheckedInputs, count: int) -> list[Any]:
-    total = int(checked.driving.info.get("frames") or count)
-    wanted = set(sample_frame_indices(total, count=count))
-    frames = []
-    for index, frame in enumerate(video_io.iter_frames(checked.driving.path, max_side=640)):
-        if index in wanted:
-            frames.append(frame)
-        if index >= max(wanted):
-            break
-    return frames
+    total = int(checked.driving.info.get("frames") or 0) or None
+    return sample_video_frames(checked.driving.path, count=count, total=total)
 
 
 def render_job_identity_checks(

@@ -73,19 +73,11 @@ def _step_finish(
 
 
 def _performer_frames(job: RenderJob, workdir: Path, count: int) -> list[Any]:
-    from reenactment.engine import video_io
-    from reenactment.engine.identity import sample_frame_indices
+    from reenactment.engine.identity import sample_video_frames
 
     driving = stored_file_copy(job.driving, workdir, "driving")
-    total = int(job.driving_info.get("frames") or 0) or count
-    wanted = set(sample_frame_indices(total, count=count))
-    frames = []
-    for index, frame in enumerate(video_io.iter_frames(driving, max_side=640)):
-        if index in wanted:
-            frames.append(frame)
-        if index >= max(wanted):
-            break
-    return frames
+    total = int(job.driving_info.get("frames") or 0) or None
+    return sample_video_frames(driving, count=count, total=total)
 
 
 def _run_leakage(job: RenderJob, workdir: Path) -> tuple[str, dict[str, Any]]:

@@ -308,6 +308,18 @@ def test_bad_model_folder_device_and_output_name(
     expect_bad_input(
         animate(media, out, model=broken), out, capsys, "unusable _generation_defaults"
     )
+    # The generation size must fit the model's own autoencoder tile: 8 px for the tiny model,
+    # 4 px for the preview model (so 68 would do there, 66 not).
+    expect_bad_input(
+        animate(media, out, "--resolution", "60"), out, capsys, "multiple of 8 (this model's"
+    )
+    preview = Path(__file__).resolve().parents[2] / "reenactment" / "engine" / "preview_model"
+    expect_bad_input(
+        animate(media, out, "--resolution", "66", model=preview),
+        out,
+        capsys,
+        "--resolution must be a multiple of 4 (this model's autoencoder tile), got 66",
+    )
     wrong = tmp_path / "result.avi"
     expect_bad_input(animate(media, wrong), wrong, capsys, "the output must be an .mp4 file")
     expect_bad_input(animate(media, out, "--device", "warp9"), out, capsys, "not a device name")

@@ -56,6 +56,13 @@ def api_as(user: Any) -> APIClient:
 
 
 def submit(platform: Any, **parameters: Any) -> dict[str, Any]:
+    response = submit_response(platform, **parameters)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def submit_response(platform: Any, **parameters: Any) -> Any:
+    """The requester's submission of the platform's inputs (fast generation settings)."""
     params = {"num_inference_steps": 2, "resolution": 64, "seed": 7, **parameters}
     with platform.driving.open("rb") as driving:
         response = api_as(platform.user(Role.REQUESTER)).post(
@@ -74,8 +81,7 @@ def submit(platform: Any, **parameters: Any) -> dict[str, Any]:
             },
             format="multipart",
         )
-    assert response.status_code == 201, response.content
-    return response.json()
+    return response
 
 
 def _named(data: bytes, name: str) -> Any:
@@ -250,22 +256,7 @@ def test_cancel_while_running_stops_within_a_step_and_leaves_no_output(platform,
 def test_a_resolution_the_model_cannot_tile_is_refused_at_submission(platform, media_root):
     # The serializer only knows 32..1024; the model's autoencoder tiles 8 px (demo-tiny), so
     # 100 is refused before any approval is asked for, and nothing is left behind.
-    with platform.driving.open("rb") as driving:
-        response = api_as(platform.user(Role.REQUESTER)).post(
-            "/api/reenactment/jobs/create/",
-            {
-                "portrait": _named(platform.portrait_png, "portrait.png"),
-                "driving": driving,
-                "portrait_subject_id": platform.subject.pk,
-                "performer_id": platform.performer.pk,
-                "purpose": platform.purpose.pk,
-                "channels": ["internal"],
-                "territory": "WW",
-                "model_version_id": platform.model.pk,
-                "parameters": _json({"resolution": 100}),
-            },
-            format="multipart",
-        )
+    response = submit_response(platform, resolution=100)
     assert response.status_code == 400, response.content
     body = response.json()["error"]
     assert body["code"] == "resolution_unsupported", body

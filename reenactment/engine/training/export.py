@@ -35,6 +35,7 @@ from ..loading import (
     MOTION_ENCODER_FILE,
     REFERENCE_UNET_FILE,
     TEMPORAL_MODULE_FILE,
+    incomplete_model_reason,
     split_denoising_state_dict,
 )
 from .components import Components
@@ -245,16 +246,9 @@ def load_model_folder(source: str | os.PathLike[str]) -> Components:
     from .components import ModelConfig, build_components
 
     folder = resolve_model_folder(source)
-    missing = [
-        name
-        for name in MODEL_SUBFOLDERS
-        if not any((folder / name / f).is_file() for f in _WEIGHT_FILES)
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} is not a complete model: it has no {', '.join(missing)} "
-            "(a stage-0 run exports only its autoencoder; use it as init_from/init_overrides)"
-        )
+    incomplete = incomplete_model_reason(folder, MODEL_SUBFOLDERS)
+    if incomplete:
+        raise FileNotFoundError(incomplete)
     info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     components = build_components(ModelConfig(**info["model_config"]))
     load_model_folder_weights(folder, components, MODEL_SUBFOLDERS)
