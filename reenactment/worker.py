@@ -1,4 +1,4 @@
-"""Worker-process plumbing: heartbeats for pool visibility.
+"""Worker-process plumbing: heartbeats for pool visibility, a scratch sweep at start.
 
 The worker's main process sends a heartbeat every ``WORKER_HEARTBEAT_INTERVAL`` seconds from a
 daemon thread (host, queues, device); the process that runs a job updates the loaded models and
@@ -41,6 +41,18 @@ def _send(**extra: Any) -> None:
         )
     except Exception:  # noqa: BLE001 - a missed heartbeat must never kill a worker
         logger.exception("heartbeat failed")
+
+
+@worker_ready.connect
+def _sweep_scratch(**kwargs: Any) -> None:
+    # Folders of this host's processes killed before they could clean up (a worker restarted
+    # after the OOM killer took its pool process, say); later ones go when work starts.
+    from reenactment.scratch import scratch_sweep
+
+    try:
+        scratch_sweep()
+    except OSError:
+        logger.exception("could not sweep the scratch folder")
 
 
 @worker_ready.connect

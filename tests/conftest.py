@@ -50,8 +50,10 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
 
 @pytest.fixture(autouse=True)
 def media_root(settings: Any, tmp_path: Path) -> Path:
-    """Every test stores files in its own temporary folder, never under var/."""
+    """Every test stores files (and job scratch folders) in its own temporary folder, never
+    under var/."""
     settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.SCRATCH_DIR = str(tmp_path / "scratch")
     return tmp_path / "media"
 
 
@@ -88,6 +90,7 @@ def _worker_env() -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": url,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "SCRATCH_DIR": str(settings.SCRATCH_DIR),  # the test's own (the media_root fixture)
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -187,6 +187,10 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Folders the platform reads weights and face models from. Never fetched at run time.
 MODELS_DIR = env.path("MODELS_DIR", VAR_DIR / "models")
 WEIGHTS_DIR = env.path("WEIGHTS_DIR", VAR_DIR / "weights")
+# Where job work copies inputs and writes outputs before storing them (reenactment.scratch):
+# per deployment, so one deployment's sweep of folders left by killed processes never touches
+# another's. Put it on a local disk with room for a few videos per worker process.
+SCRATCH_DIR = env.path("SCRATCH_DIR", VAR_DIR / "scratch")
 FACE_MODELS_DIR = env.path("FACE_MODELS_DIR", None)
 
 # C2PA signer material (PEM chain leaf-first, unencrypted PKCS#8 key) and trust anchors.

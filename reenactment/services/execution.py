@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
-import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from governance.audit_codes import AuditAction
 from governance.services.audit import audit_event_record
 from reenactment import runtime
 from reenactment.models import RenderJob, RenderJobStatus
+from reenactment.scratch import scratch_folder
 from reenactment.services.jobs import (
     SUBJECT_TYPE,
     render_job_release_assert,
@@ -213,57 +213,61 @@ def _generation_parameters(job: RenderJob) -> dict[str, Any]:
     return {key: value for key, value in params.items() if key in allowed}
 
 
+def _progress_callback(reporter: ProgressReporter) -> Callable[..., dict[str, Any]]:
+    """The pipeline's per-step callback, reporting the job's progress."""
+
+    def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        fraction = kwargs.get("progress") or 0.0
+        reporter(
+            {
+                "percent": 100.0 * fraction,
+                "step": step + 1,
+                "total_steps": kwargs.get("num_inference_steps", 0),
+                "frames_done": kwargs.get("frames_done", 0),
+                "total_frames": kwargs.get("total_frames") or 0,
+            }
+        )
+        return {}
+
+    return on_step
+
+
 def render_job_generate(*, claim: Claim) -> None:
     """Run the engine for a claimed job and hand the output to the verification chain."""
     from reenactment.engine.pipeline_reenactment import GenerationCancelled
 
     job = RenderJob.objects.select_related("model_version").get(pk=claim.job_id)
     reporter = ProgressReporter(claim)
-    workdir = Path(tempfile.mkdtemp(prefix=f"job-{job.pk}-"))
-    try:
-        portrait = stored_file_copy(job.portrait, workdir, "portrait")
-        driving = stored_file_copy(job.driving, workdir, "driving")
-        pipeline = runtime.pipeline_for(job.model_version)
+    with scratch_folder("job", job_id=job.pk) as workdir:
+        try:
+            portrait = stored_file_copy(job.portrait, workdir, "portrait")
+            driving = stored_file_copy(job.driving, workdir, "driving")
+            pipeline = runtime.pipeline_for(job.model_version)
 
-        def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            fraction = kwargs.get("progress") or 0.0
-            reporter(
-                {
-                    "percent": 100.0 * fraction,
-                    "step": step + 1,
-                    "total_steps": kwargs.get("num_inference_steps", 0),
-                    "frames_done": kwargs.get("frames_done", 0),
-                    "total_frames": kwargs.get("total_frames") or 0,
-                }
+            started = time.monotonic()
+            out_path = workdir / "output.mp4"
+            with LeaseKeeper(claim):
+                result = pipeline(
+                    portrait,
+                    driving,
+                    output_path=out_path,
+                    callback_on_step_end=_progress_callback(reporter),
+                    cancel=reporter.should_stop,
+                    **_generation_parameters(job),
+                )
+            elapsed = time.monotonic() - started
+            render_job_generation_store(
+                claim=claim,
+                path=out_path,
+                seconds=elapsed,
+                parameters=result.parameters,
+                frames=result.num_frames,
             )
-            return {}
-
-        started = time.monotonic()
-        out_path = workdir / "output.mp4"
-        with LeaseKeeper(claim):
-            result = pipeline(
-                portrait,
-                driving,
-                output_path=out_path,
-                callback_on_step_end=on_step,
-                cancel=reporter.should_stop,
-                **_generation_parameters(job),
-            )
-        elapsed = time.monotonic() - started
-        render_job_generation_store(
-            claim=claim,
-            path=out_path,
-            seconds=elapsed,
-            parameters=result.parameters,
-            frames=result.num_frames,
-        )
-    except GenerationCancelled:
-        logger.info("render job %s stopped: cancelled or taken over", job.pk)
-    except Exception as exc:
-        _fail_or_retry(claim=claim, exc=exc)
-        raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        except GenerationCancelled:
+            logger.info("render job %s stopped: cancelled or taken over", job.pk)
+        except Exception as exc:
+            _fail_or_retry(claim=claim, exc=exc)
+            raise
 
 
 def _fail_or_retry(*, claim: Claim, exc: Exception) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from rest_framework import status
 
 from config.api import ApplicationError
 from reenactment.engine import faces, video_io
+from reenactment.scratch import scratch_folder
 from reenactment.services.jobs import CheckedInput
 
 IMAGE_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
@@ -95,10 +95,9 @@ def _check_driving_faces(path: Path, info: video_io.VideoInfo, backend: faces.Fa
 def render_job_inputs_check(
     *, portrait: IO[bytes], driving: IO[bytes], backend: faces.FaceBackend | None = None
 ) -> Iterator[CheckedInputs]:
-    """Validate and hash both uploads into a temporary folder (removed when the block ends)."""
+    """Validate and hash both uploads in a scratch folder (removed when the block ends)."""
     backend = backend or faces.get_face_backend("dlib")
-    workdir = Path(tempfile.mkdtemp(prefix="job-inputs-"))
-    try:
+    with scratch_folder("inputs") as workdir:
         portrait_raw = workdir / "portrait.upload"
         portrait_sha = _copy_hashing(
             portrait, portrait_raw, limit=settings.RENDER_MAX_PORTRAIT_BYTES, what="portrait"
@@ -173,8 +172,6 @@ def render_job_inputs_check(
             portrait_image=image,
             workdir=workdir,
         )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _video_extension(info: video_io.VideoInfo) -> str:

@@ -14,8 +14,6 @@ Publication requires every step to have passed.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from reenactment.models import (
     VerificationStepName,
     VerificationStepStatus,
 )
+from reenactment.scratch import scratch_folder
 from reenactment.services.jobs import SUBJECT_TYPE, render_job_transition, stored_file_copy
 
 logger = logging.getLogger(__name__)
@@ -218,8 +217,7 @@ def render_job_verify_run(*, job_id: int) -> None:
     job = RenderJob.objects.select_related("model_version").filter(pk=job_id).first()
     if job is None or job.status != S.VERIFYING:
         return
-    workdir = Path(tempfile.mkdtemp(prefix=f"verify-{job_id}-"))
-    try:
+    with scratch_folder("verify", job_id=job_id) as workdir:
         for name in VERIFICATION_CHAIN:
             step = VerificationStep.objects.get(job=job, name=name)
             if step.status == V.PASSED:
@@ -251,8 +249,6 @@ def render_job_verify_run(*, job_id: int) -> None:
             job = RenderJob.objects.select_for_update().get(pk=job_id)
             if job.status == S.VERIFYING:
                 render_job_publish_locked(job=job, acting_user=None)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _quarantine_reason(name: str, status: str, detail: dict[str, Any]) -> str:

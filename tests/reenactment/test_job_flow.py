@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -315,6 +316,10 @@ def test_a_worker_killed_mid_generation_is_redelivered_and_the_job_completes_onc
     assert children, f"no pool process under {victim.nodename}"
     for pid in children:
         os.kill(pid, signal.SIGKILL)
+    # The killed attempt could not remove its scratch folder (inputs copied, output half made).
+    scratch = Path(settings.SCRATCH_DIR) / socket.gethostname()
+    left = [path for pid in children for path in scratch.glob(f"job-{job_id}.pid{pid}.*")]
+    assert left, sorted(path.name for path in scratch.iterdir())
 
     done = {S.PUBLISHED, S.QUARANTINED, S.FAILED, S.REJECTED}
     wait_for(lambda: job_status(job_id) in done, 300, "the redelivered job to finish", victim)
@@ -326,6 +331,8 @@ def test_a_worker_killed_mid_generation_is_redelivered_and_the_job_completes_onc
     assert events.count("render_job.restart") == 1
     assert events.count("render_job.generate") == 1
     assert stored_outputs(media_root) == [os.path.basename(job.output.name)]
+    # The next attempt swept it: no scratch folder outlives the job.
+    assert not [path.name for path in scratch.iterdir()]
 
 
 def test_revoking_a_consent_blocks_pending_jobs_and_stops_running_ones(platform, media_root):

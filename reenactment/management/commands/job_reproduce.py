@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from governance.reproducibility import (
 )
 from reenactment import runtime
 from reenactment.models import RenderJob
+from reenactment.scratch import scratch_folder
 from reenactment.services.execution import _generation_parameters
 from reenactment.services.jobs import sha256_of_file, stored_file_copy
 
@@ -75,8 +75,7 @@ class Command(BaseCommand):
             ]
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             raise SystemExit(subprocess.run(command, env=env, check=False).returncode)
-        workdir = Path(tempfile.mkdtemp(prefix=f"reproduce-{job_id}-"))
-        try:
+        with scratch_folder("reproduce", job_id=job_id) as workdir:
             inputs = {}
             for name, field, expected in (
                 ("portrait", job.portrait, job.portrait_sha256),
@@ -111,8 +110,6 @@ class Command(BaseCommand):
             )
             if options["keep"] is not None:
                 shutil.copyfile(rerun, options["keep"])
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
         if options["json"]:
             self.stdout.write(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str))
         else:
