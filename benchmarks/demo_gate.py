@@ -12,7 +12,8 @@ the share of seeds per verdict.
 Usage::
 
     .venv/bin/python benchmarks/demo_gate.py --model v4=reenactment/engine/preview_model \\
-        --model v5=var/training/xnemo_s2v5 --seeds 1 2 3 4 [--threads 2] [--json out.json]
+        --model v5=var/training/xnemo_s2v5 --seeds 1 2 3 4 [--threads 2] [--json out.json] \\
+        [--keep var/demo-gate]
 
 Needs no database or broker (Django is set up only for the settings and the verdict rules).
 """
@@ -23,6 +24,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--settings",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="settings over the recommended ones, as a job's parameters: '{\"strength\": 0.5}'",
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="also save each output as DIR/NAME-SEED.mp4"
+    )
     args = parser.parse_args(argv)
 
     import django
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 (folder / "model") if (folder / "model" / "model_index.json").is_file() else folder
             )
             pipeline = ReenactmentPipeline.from_model_folder(model_dir, device="cpu")
-            recommended = read_generation_defaults(model_dir)
+            recommended = {**read_generation_defaults(model_dir), **args.settings}
             for seed in args.seeds:
                 out = work / f"{name}-{seed}.mp4"
                 started = time.perf_counter()
@@ -154,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                     "reasons": [r["code"] for r in reasons],
                 }
                 rows.append(row)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(out, args.keep / out.name)
 
                 def fmt(value: Any) -> str:
                     return "-" if value is None else f"{value:.3f}"

@@ -363,6 +363,65 @@ def test_stage2_step_trains_only_temporal_modules(snapshot: Path, tmp_path: Path
     assert all(".temporal_modules." in k and k.startswith("denoising_unet.") for k in moved)
 
 
+def test_reference_starts_noise_the_portrait_and_train_towards_the_target(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    options = {"reference_start_probability": 1.0, "reference_start_timesteps": [600, 601]}
+    trainer = Trainer(make_config(tmp_path / "a", **options), snapshot, show_progress=False)
+    batch = trainer._batch(0)
+    plain = trainer._diffusion_inputs(batch, torch.Generator().manual_seed(5))
+    started = trainer._diffusion_inputs(
+        batch, torch.Generator().manual_seed(5), reference_start=True
+    )
+    assert not plain["from_reference"].any() and started["from_reference"].all()
+    assert started["timesteps"].tolist() == [600, 600]
+    # The input is the portrait's latent (every frame) under the same noise a plain step draws.
+    scheduler = trainer.components.noise_scheduler
+    portrait = started["ref_latent"].unsqueeze(2).expand_as(started["noisy"])
+    expected = scheduler.add_noise(portrait, plain["epsilon"], started["timesteps"])
+    assert torch.allclose(started["noisy"], expected, atol=1e-6)
+    # The epsilon to learn is the one whose x0 estimate from that input is the target's latent.
+    from reenactment.engine.training.components import vae_encode
+
+    target = batch["target"]
+    flat = vae_encode(trainer.components.vae, target.transpose(1, 2).flatten(0, 1))
+    latents = flat.reshape(2, target.shape[2], *flat.shape[1:]).transpose(1, 2)
+    abar = scheduler.alphas_cumprod[600]
+    x0 = (started["noisy"] - (1 - abar).sqrt() * started["epsilon"]) / abar.sqrt()
+    assert torch.allclose(x0, latents, atol=1e-4)
+    assert not torch.allclose(x0, portrait, atol=1e-2)
+
+    # A step trains on it and says how many samples started from the portrait.
+    logs = trainer.train_step()
+    assert logs["ref_start"] == 1.0 and torch.isfinite(torch.tensor(logs["diff"]))
+    # Unconditional steps (no driver to take the pose from) and stage 2 never start from it.
+    assert not trainer._diffusion_inputs(batch, torch.Generator())["from_reference"].any()
+    stage2 = Trainer(make_config(tmp_path / "b", stage=2, **options), snapshot, show_progress=False)
+    assert "ref_start" not in stage2.train_step()
+
+    # Off (the default), a conditional step draws exactly what it drew before the option.
+    off = Trainer(make_config(tmp_path / "c"), snapshot, show_progress=False)
+    again = off._diffusion_inputs(batch, torch.Generator().manual_seed(5), reference_start=True)
+    assert torch.equal(again["noisy"], plain["noisy"])
+    assert torch.equal(again["epsilon"], plain["epsilon"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"reference_start_probability": 1.5}, "reference_start_probability must be in"),
+        ({"reference_start_timesteps": [800, 800]}, r"must be \[low, high\).*got \[800, 800\]"),
+        ({"reference_start_timesteps": [0, 500, 1000]}, "reference_start_timesteps must be"),
+        ({"reference_start_timesteps": [-1, 10]}, "reference_start_timesteps must be"),
+    ],
+)
+def test_reference_start_options_are_checked(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_config(tmp_path, **options)
+
+
 def test_resume_continues_bit_identically(snapshot: Path, tmp_path: Path) -> None:
     options = {"ema_decay": 0.9, "uncond_probability": 0.5, "max_steps": 4, "x0_weight_cap": 50.0}
     straight = Trainer(make_config(tmp_path / "a", **options), snapshot, show_progress=False)

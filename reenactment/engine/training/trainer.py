@@ -161,6 +161,15 @@ class TrainingConfig:
             paper's self-reenactment training, by default.
         reference_other_clip_probability: Stage 1: chance that the reference frame comes from
             another clip of the same person(s) instead of the target's own clip (0 by default).
+        reference_start_probability: Stage 1: share of (conditional) samples whose noisy input
+            is built from the *reference's* latent instead of the target's, at a timestep drawn
+            from ``reference_start_timesteps``, with the loss still towards the target (the
+            epsilon that maps that input to the target's latent). This is what the pipeline
+            feeds the denoiser with ``initial_latents`` ``"reference"`` and ``strength`` < 1:
+            the portrait's pose under noise. Trained only on noised targets, a denoiser reads
+            the pose from its input and keeps the portrait's; these samples make it take the
+            pose from the motion tokens. 0 (the paper's training) by default.
+        reference_start_timesteps: ``[low, high)`` training timesteps of those samples.
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
         vae_perceptual_weight: Stage 0 perceptual weight.
@@ -208,6 +217,8 @@ class TrainingConfig:
     augmentation: dict[str, Any] = field(default_factory=dict)
     cross_identity_probability: float = 0.0
     reference_other_clip_probability: float = 0.0
+    reference_start_probability: float = 0.0
+    reference_start_timesteps: tuple[int, int] = (500, 1000)
     gan: dict[str, Any] = field(default_factory=dict)
     vae_kl_weight: float = 1e-6
     vae_perceptual_weight: float = 0.2
@@ -232,9 +243,20 @@ class TrainingConfig:
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if not 0.0 <= self.reference_mask_ratio < 1.0:
             raise ValueError("reference_mask_ratio must be in [0, 1)")
-        for name in ("cross_identity_probability", "reference_other_clip_probability"):
+        for name in (
+            "cross_identity_probability",
+            "reference_other_clip_probability",
+            "reference_start_probability",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
+        window = tuple(self.reference_start_timesteps)
+        if len(window) != 2 or not 0 <= window[0] < window[1] <= 1000:
+            raise ValueError(
+                "reference_start_timesteps must be [low, high) with 0 <= low < high <= 1000, "
+                f"got {list(window)}"
+            )
+        self.reference_start_timesteps = window  # type: ignore[assignment]
         # Checked now, not when the export writes them hours later (GenerationDefaultsError).
         check_generation_defaults(self.generation_defaults)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
@@ -731,8 +753,18 @@ class Trainer:
         return loss, {"rec": rec.item(), "perc": perc.item(), "kl": kl.item()}
 
     def _diffusion_inputs(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+        self,
+        batch: dict[str, torch.Tensor],
+        generator: torch.Generator,
+        *,
+        reference_start: bool = False,
     ) -> dict[str, torch.Tensor]:
+        """Noised target latents and the epsilon the denoiser is trained to predict.
+
+        With ``reference_start`` (stage 1, conditional steps, see
+        ``TrainingConfig.reference_start_probability``) some samples start from the reference's
+        latent instead; their epsilon target maps that input to the target's latent.
+        """
         comps = self.components
         reference, target = batch["reference"], batch["target"]
         batch_size, _, num_frames = target.shape[:3]
@@ -746,13 +778,32 @@ class Trainer:
             0, comps.noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
         ).to(self.device)
         noise = torch.randn(latents.shape, generator=generator).to(self.device)
-        noisy = comps.noise_scheduler.add_noise(latents, noise, timesteps)
+        chosen = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        start, epsilon = latents, noise
+        if reference_start and self.config.reference_start_probability > 0:
+            low, high = self.config.reference_start_timesteps
+            draw = torch.rand((batch_size,), generator=generator)
+            chosen = (draw < self.config.reference_start_probability).to(self.device)
+            start_t = torch.randint(low, high, (batch_size,), generator=generator)
+            timesteps = torch.where(chosen, start_t.to(self.device), timesteps)
+            select = chosen.view(batch_size, 1, 1, 1, 1)  # b -> b 1 1 1 1
+            # b c h w -> b c f h w: the portrait's latent for every frame, as the pipeline starts
+            start = torch.where(select, ref_latent.unsqueeze(2).expand_as(latents), latents)
+        noisy = comps.noise_scheduler.add_noise(start, noise, timesteps)
+        if bool(chosen.any()):
+            # The epsilon for which noisy = sqrt(abar) * target + sqrt(1 - abar) * epsilon: the
+            # denoiser's x0 estimate from a reference start is then the target.
+            abar = comps.noise_scheduler.alphas_cumprod.to(self.device)[timesteps]
+            abar = abar.view(batch_size, 1, 1, 1, 1)  # b -> b 1 1 1 1
+            towards_target = (noisy - abar.sqrt() * latents) / (1 - abar).sqrt()
+            epsilon = torch.where(select, towards_target.to(noise.dtype), noise)
         return {
             "clip": clip,
             "ref_latent": ref_latent,
             "noisy": noisy,
-            "noise": noise,
+            "epsilon": epsilon,
             "timesteps": timesteps,
+            "from_reference": chosen,
         }
 
     def _diffusion_loss(
@@ -801,7 +852,8 @@ class Trainer:
         reference, target, driving = batch["reference"], batch["target"], batch["driving"]
         batch_size, _, num_frames = target.shape[:3]
         uncond = bool(torch.rand((), generator=generator) < cfg.uncond_probability)
-        inputs = self._diffusion_inputs(batch, generator)
+        # An unconditional step has no driver to take the pose from: no reference starts.
+        inputs = self._diffusion_inputs(batch, generator, reference_start=stage1 and not uncond)
         logs: dict[str, float] = {}
         fake = None
         with self._autocast():
@@ -818,8 +870,10 @@ class Trainer:
                 # (b f) ... -> b f ...
                 motion = motion.reshape(batch_size, num_frames, *motion.shape[1:])
             pred = self._denoise(inputs, motion, uncond, generator, train_reference=stage1)
-            loss = self._diffusion_loss(pred, inputs["noise"], inputs["timesteps"])
+            loss = self._diffusion_loss(pred, inputs["epsilon"], inputs["timesteps"])
             logs["diff"] = loss.item()
+            if stage1 and cfg.reference_start_probability > 0:
+                logs["ref_start"] = inputs["from_reference"].float().mean().item()
             if self.use_gan:
                 assert self.gan_decoder is not None and self.discriminator is not None
                 gan = cfg.gan_config
