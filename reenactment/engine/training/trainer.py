@@ -168,7 +168,8 @@ class TrainingConfig:
             feeds the denoiser with ``initial_latents`` ``"reference"`` and ``strength`` < 1:
             the portrait's pose under noise. Trained only on noised targets, a denoiser reads
             the pose from its input and keeps the portrait's; these samples make it take the
-            pose from the motion tokens. 0 (the paper's training) by default.
+            pose from the motion tokens. 0 (the paper's training) by default; preview model
+            v6 was trained with 0.5 (its model card has the measured effect).
         reference_start_timesteps: ``[low, high)`` training timesteps of those samples.
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
