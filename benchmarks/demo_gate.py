@@ -63,6 +63,18 @@ def _demo_inputs(folder: Path) -> tuple[Path, Path]:
     return portrait, driving
 
 
+def _settings_arg(text: str) -> dict[str, Any]:
+    """``--settings``: a JSON object of settings a model may recommend, checked as the registry
+    checks a folder's, so a typo fails here and not after a model has generated."""
+    from reenactment.engine.configs import GenerationDefaultsError, check_generation_defaults
+
+    try:
+        return check_generation_defaults(json.loads(text))
+    except (json.JSONDecodeError, GenerationDefaultsError) as exc:
+        message = str(exc).replace("_generation_defaults", "--settings")
+        raise argparse.ArgumentTypeError(message) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -73,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--settings",
-        type=json.loads,
+        type=_settings_arg,
         default={},
         metavar="JSON",
         help="settings over the recommended ones, as a job's parameters: '{\"strength\": 0.5}'",

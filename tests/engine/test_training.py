@@ -395,7 +395,9 @@ def test_reference_starts_noise_the_portrait_and_train_towards_the_target(
     logs = trainer.train_step()
     assert logs["ref_start"] == 1.0 and torch.isfinite(torch.tensor(logs["diff"]))
     # Unconditional steps (no driver to take the pose from) and stage 2 never start from it.
-    assert not trainer._diffusion_inputs(batch, torch.Generator())["from_reference"].any()
+    always_uncond = make_config(tmp_path / "u", uncond_probability=1.0, **options)
+    uncond = Trainer(always_uncond, snapshot, show_progress=False)
+    assert uncond.train_step()["ref_start"] == 0.0
     stage2 = Trainer(make_config(tmp_path / "b", stage=2, **options), snapshot, show_progress=False)
     assert "ref_start" not in stage2.train_step()
 

@@ -170,7 +170,9 @@ class TrainingConfig:
             the pose from its input and keeps the portrait's; these samples make it take the
             pose from the motion tokens. 0 (the paper's training) by default; preview model
             v6 was trained with 0.5 (its model card has the measured effect).
-        reference_start_timesteps: ``[low, high)`` training timesteps of those samples.
+        reference_start_timesteps: ``[low, high)`` training timesteps of those samples. Keep
+            ``low`` high (strength 0.5 starts the pipeline near t = 500): near t = 0 the epsilon
+            that bridges portrait and target is divided by sqrt(1 - abar) and becomes huge.
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
         vae_perceptual_weight: Stage 0 perceptual weight.
