@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> None:
                 checked=checked,
                 subject=subject,
                 performer=performer,
+                purpose=purpose,
+                territory="WW",
                 acting_user=users["demo-requester"],
             )
             job = render_job_submit(

@@ -146,6 +146,7 @@ class AuditAction(IntEnum):
     FACE_MATCH_REJECT = 3402, "face_match.reject"
     FACE_THRESHOLD_POLICY_CREATE = 3411, "face_threshold_policy.create"
     FACE_THRESHOLD_POLICY_UPDATE = 3412, "face_threshold_policy.update"
+    FACE_THRESHOLD_POLICY_LICENCE_SET = 3413, "face_threshold_policy.licence_set"
 
     @property
     def label(self) -> str:

@@ -16,6 +16,7 @@ from governance.apis.consents import (
 )
 from governance.apis.identity import (
     FaceMatchRecordListApi,
+    FaceThresholdPolicyLicenceSetApi,
     FaceThresholdPolicyListApi,
     FaceThresholdPolicyUpdateApi,
     LeakageReportDetailApi,
@@ -122,6 +123,11 @@ urlpatterns = [
         "identity/face-thresholds/<str:backend>/update/",
         FaceThresholdPolicyUpdateApi.as_view(),
         name="face-threshold-update",
+    ),
+    path(
+        "identity/face-thresholds/<str:backend>/licence/",
+        FaceThresholdPolicyLicenceSetApi.as_view(),
+        name="face-threshold-licence",
     ),
 ]
 

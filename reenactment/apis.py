@@ -152,7 +152,12 @@ class RenderJobCreateApi(GovernanceApi):
         subject, performer = people[data["portrait_subject_id"]], people[data["performer_id"]]
         with render_job_inputs_check(portrait=data["portrait"], driving=data["driving"]) as checked:
             identity = render_job_identity_checks(
-                checked=checked, subject=subject, performer=performer, acting_user=user
+                checked=checked,
+                subject=subject,
+                performer=performer,
+                purpose=purpose,
+                territory=data["territory"].upper(),
+                acting_user=user,
             )
             job = jobs.render_job_submit(
                 requested_by=user,

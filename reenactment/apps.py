@@ -8,7 +8,7 @@ class ReenactmentConfig(AppConfig):
 
     def ready(self) -> None:
         from governance import hooks
-        from reenactment import worker  # noqa: F401 - connects the heartbeat signals
+        from reenactment import checks, worker  # noqa: F401 - registers checks, signals
         from reenactment.services import jobs, verification
 
         # Governance tells us what happened without importing us (ARCHITECTURE.md §2).

@@ -34,6 +34,7 @@ from governance.selectors.identity import (
     leakage_report_outcome,
 )
 from governance.services.identity import (
+    face_threshold_policy_licence_set,
     face_threshold_policy_update,
     leakage_report_reject,
     leakage_report_release,
@@ -289,6 +290,7 @@ class FaceThresholdPolicyOutputSerializer(serializers.Serializer):
     max_faceless_share = serializers.FloatField()
     min_sampled_frames = serializers.IntegerField()
     licence = serializers.CharField(source="licence.name", allow_null=True, default=None)
+    licence_id = serializers.IntegerField(allow_null=True)
     licence_text = serializers.CharField()
     updated_at = serializers.DateTimeField()
     updated_by = serializers.IntegerField(source="updated_by_id", allow_null=True)
@@ -351,6 +353,43 @@ class FaceThresholdPolicyUpdateApi(GovernanceApi):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         policy = face_threshold_policy_update(
+            backend=backend, **serializer.validated_data, acting_user=request_user(request)
+        )
+        return Response(FaceThresholdPolicyOutputSerializer(policy).data)
+
+
+class FaceThresholdPolicyLicenceSetApi(GovernanceApi):
+    """Link the licence that covers a backend's pretrained weights (registered by a data
+    steward), e.g. a commercial insightface licence. Compliance officers; the reason is
+    mandatory; audited with the old and new licence. Jobs are refused for purposes the linked
+    licence does not allow (insightface's own packs: non-commercial only)."""
+
+    global_permissions = {
+        "POST": ["governance.view_facethresholdpolicy", "governance.change_facethresholdpolicy"]
+    }
+    parser_classes = [JSONParser, FormParser]
+
+    @extend_schema_serializer(component_name="FaceThresholdPolicyLicenceSetInput")
+    class InputSerializer(serializers.Serializer):
+        license_id = serializers.IntegerField(min_value=1)
+        reason = serializers.CharField(help_text="Why the licence changes (audited).")
+
+    @extend_schema(
+        operation_id="governance_face_thresholds_licence_set",
+        request=InputSerializer,
+        responses={
+            200: FaceThresholdPolicyOutputSerializer,
+            **error_responses(400, 401, 403, 404),
+        },
+        summary="Link the licence of a backend's weights",
+        tags=["identity"],
+    )
+    def post(self, request: Request, backend: str) -> Response:
+        if face_threshold_policy_get(backend=backend) is None:
+            raise Http404
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        policy = face_threshold_policy_licence_set(
             backend=backend, **serializer.validated_data, acting_user=request_user(request)
         )
         return Response(FaceThresholdPolicyOutputSerializer(policy).data)

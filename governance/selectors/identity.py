@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 from rest_framework import status
 
 from config.api import ApplicationError
@@ -12,7 +16,9 @@ from governance.models import (
     LeakageReport,
     LeakageReviewDecision,
     LeakageVerdict,
+    Purpose,
 )
+from governance.selectors.registry import license_use_problem, purpose_needed_use
 
 LEAKAGE_NOT_CLEARED = (
     "The output of {subject} is not cleared by the identity-leakage gate: {state}."
@@ -25,6 +31,89 @@ def face_threshold_policy_list() -> QuerySet[FaceThresholdPolicy]:
 
 def face_threshold_policy_get(*, backend: str) -> FaceThresholdPolicy | None:
     return face_threshold_policy_list().filter(backend=backend).first()
+
+
+class FaceBackendUnusableError(ApplicationError):
+    """The configured face recogniser may not check faces for this purpose (409): its weights'
+    licence forbids it (``code == "face_backend_licence_forbids"``, with the failed
+    ``condition``), or no licence is registered for it and the purpose is commercial
+    (``"face_backend_unlicensed"``)."""
+
+    def __init__(self, message: str, *, code: str, backend: str, **extra: object) -> None:
+        super().__init__(
+            message,
+            code=code,
+            extra={"backend": backend, **extra},
+            status_code=status.HTTP_409_CONFLICT,
+        )
+
+
+@dataclass(frozen=True)
+class FaceBackendClearance:
+    """A passed face-recogniser licence check: the use it was checked for and the licence
+    (None: none registered, allowed for non-commercial purposes only)."""
+
+    backend: str
+    use: str
+    license_id: int | None
+    attribution: str = ""
+
+
+def face_backend_assert_usable(
+    *,
+    backend: str,
+    purpose: Purpose | str,
+    territory: str | None = None,
+    at: datetime | None = None,
+) -> FaceBackendClearance:
+    """Whether the face recogniser ``backend`` may check faces for a job of ``purpose``.
+
+    The recogniser processes the portrait subject's and the performer's faces for the job and
+    decides whether its output may leave, so the licence of its pretrained weights (the
+    ``licence`` of the backend's ``FaceThresholdPolicy``) must cover the purpose exactly as a
+    model's lineage must (``license_use_problem``: in force at ``at``, covering ``territory``,
+    allowing ``commercial_output`` for a commercial purpose, ``research_output`` otherwise).
+    insightface's packs are non-commercial, so a commercial job is refused while the platform
+    runs on them, before any face is processed. A backend without a registered licence (new,
+    or never linked) may serve non-commercial purposes only: commercial use needs terms on
+    record. Raises ``FaceBackendUnusableError`` (409).
+    """
+    at = at or timezone.now()
+    if isinstance(purpose, str):
+        purpose = Purpose.objects.get(pk=purpose)
+    territory = (territory or "").upper() or None
+    use = purpose_needed_use(purpose)
+    policy = face_threshold_policy_get(backend=backend)
+    licence = policy.licence if policy is not None else None
+    if licence is None:
+        if purpose.is_commercial:
+            raise FaceBackendUnusableError(
+                f"The face recogniser {backend!r} has no registered licence, so it may not check "
+                f"faces for the commercial purpose {purpose.pk}. A compliance officer links its "
+                "weights' licence to the backend (POST /api/governance/identity/face-thresholds/"
+                f"{backend}/licence/), or the platform runs another FACE_BACKEND.",
+                code="face_backend_unlicensed",
+                backend=backend,
+                use=use,
+            )
+        return FaceBackendClearance(backend=backend, use=use, license_id=None)
+    problem = license_use_problem(licence=licence, purpose=purpose, territory=territory, at=at)
+    if problem is not None:
+        condition, detail = problem
+        raise FaceBackendUnusableError(
+            f"The licence {licence.name} of the face recogniser {backend!r} {detail}; it may "
+            "not check faces for this job. Use a face backend licensed for the purpose "
+            "(FACE_BACKEND) or link a licence that covers it.",
+            code="face_backend_licence_forbids",
+            backend=backend,
+            license_id=licence.pk,
+            license_name=licence.name,
+            condition=condition,
+            use=use,
+        )
+    return FaceBackendClearance(
+        backend=backend, use=use, license_id=licence.pk, attribution=licence.attribution_text
+    )
 
 
 def face_match_record_list(

@@ -371,6 +371,31 @@ def _territory_covered(licence: License, territory: str) -> bool:
     return WORLDWIDE in codes or territory in codes
 
 
+def license_use_problem(
+    *, licence: License, purpose: Purpose, territory: str | None, at: datetime
+) -> tuple[str, str] | None:
+    """Why ``licence`` does not cover output for ``purpose`` in ``territory`` at ``at``, as
+    ``(condition, detail)``; None when it does. Conditions: ``withdrawn``, ``not_yet_valid``,
+    ``expired``, ``use`` (the purpose's use is not allowed), ``territory``. The one rule for
+    every licence a job's output relies on: the model's lineage and the face recogniser's."""
+    use = purpose_needed_use(purpose)
+    if licence.status == LicenseStatus.WITHDRAWN:
+        return "withdrawn", f"was withdrawn ({licence.withdraw_reason})"
+    if licence.valid_from > at:
+        return "not_yet_valid", f"is valid only from {licence.valid_from:%Y-%m-%d}"
+    if licence.expires_at is not None and licence.expires_at <= at:
+        return "expired", f"expired on {licence.expires_at:%Y-%m-%d}"
+    if not licence.allows(use):
+        allowed = ", ".join(licence.allowed_uses()) or "nothing"
+        return "use", (
+            f"does not allow {use.replace('_', ' ')} (purpose {purpose.pk}"
+            f"{', commercial' if purpose.is_commercial else ''}); it allows {allowed}"
+        )
+    if territory and not _territory_covered(licence, territory):
+        return "territory", f"does not cover the territory {territory}"
+    return None
+
+
 def model_version_assert_usable(
     *,
     model_version: ModelVersion,
@@ -407,23 +432,11 @@ def model_version_assert_usable(
     walked: list[License] = []
     for item in model_version_lineage_licences(model_version=model_version):
         licence = item.license
-        condition, detail = None, ""
-        if licence.status == LicenseStatus.WITHDRAWN:
-            condition, detail = "withdrawn", f"was withdrawn ({licence.withdraw_reason})"
-        elif licence.valid_from > at:
-            condition, detail = "not_yet_valid", f"is valid only from {licence.valid_from:%Y-%m-%d}"
-        elif licence.expires_at is not None and licence.expires_at <= at:
-            condition, detail = "expired", f"expired on {licence.expires_at:%Y-%m-%d}"
-        elif not licence.allows(use):
-            allowed = ", ".join(licence.allowed_uses()) or "nothing"
-            condition = "use"
-            detail = (
-                f"does not allow {use.replace('_', ' ')} (purpose {purpose.pk}"
-                f"{', commercial' if purpose.is_commercial else ''}); it allows {allowed}"
-            )
-        elif territory_code and not _territory_covered(licence, territory_code):
-            condition, detail = "territory", f"does not cover the territory {territory_code}"
-        if condition is not None:
+        problem = license_use_problem(
+            licence=licence, purpose=purpose, territory=territory_code, at=at
+        )
+        if problem is not None:
+            condition, detail = problem
             raise ModelVersionUnusableError(
                 f"The licence {licence.name} ({item.where}) {detail}.",
                 code="licence_forbids",

@@ -58,6 +58,8 @@ from governance.models import (
     LeakageReport,
     LeakageReviewDecision,
     LeakageVerdict,
+    License,
+    LicenseStatus,
     Person,
     User,
 )
@@ -70,6 +72,7 @@ __all__ = [
     "MatchScoresData",
     "face_match_evaluate",
     "face_threshold_policy_for_backend",
+    "face_threshold_policy_licence_set",
     "face_threshold_policy_update",
     "leakage_report_create",
     "leakage_report_reject",
@@ -376,6 +379,26 @@ def _policy_validate(values: Mapping[str, float | int]) -> None:
         raise ValidationError(errors)
 
 
+def _policy_for_change(*, backend: str, reason: str, acting_user: User) -> FaceThresholdPolicy:
+    """The backend's policy, locked for a compliance officer's audited change with a reason."""
+    if not user_has_perm(acting_user, "governance.change_facethresholdpolicy"):
+        raise ApplicationError(
+            THRESHOLD_CHANGE_NOT_ALLOWED,
+            code="permission_denied",
+            status_code=status.HTTP_403_FORBIDDEN,
+        )
+    if not reason.strip():
+        raise ValidationError({"reason": THRESHOLD_REASON_REQUIRED})
+    policy = FaceThresholdPolicy.objects.select_for_update().filter(backend=backend).first()
+    if policy is None:
+        raise ApplicationError(
+            f"There are no face thresholds for the backend {backend!r}.",
+            code="not_found",
+            status_code=status.HTTP_404_NOT_FOUND,
+        )
+    return policy
+
+
 @transaction.atomic
 def face_threshold_policy_update(
     *,
@@ -392,21 +415,7 @@ def face_threshold_policy_update(
     """Change a backend's thresholds (None: unchanged). Compliance officers only; the reason
     is mandatory; the audit event carries the old and new values of what changed. Records
     made before keep the thresholds they were decided with."""
-    if not user_has_perm(acting_user, "governance.change_facethresholdpolicy"):
-        raise ApplicationError(
-            THRESHOLD_CHANGE_NOT_ALLOWED,
-            code="permission_denied",
-            status_code=status.HTTP_403_FORBIDDEN,
-        )
-    if not reason.strip():
-        raise ValidationError({"reason": THRESHOLD_REASON_REQUIRED})
-    policy = FaceThresholdPolicy.objects.select_for_update().filter(backend=backend).first()
-    if policy is None:
-        raise ApplicationError(
-            f"There are no face thresholds for the backend {backend!r}.",
-            code="not_found",
-            status_code=status.HTTP_404_NOT_FOUND,
-        )
+    policy = _policy_for_change(backend=backend, reason=reason, acting_user=acting_user)
     given = {
         "match_threshold": match_threshold,
         "review_threshold": review_threshold,
@@ -435,6 +444,45 @@ def face_threshold_policy_update(
             "backend": policy.backend,
             "old": {field: old[field] for field in changed},
             "new": {field: new[field] for field in changed},
+            "reason": reason.strip(),
+        },
+    )
+    return policy
+
+
+@transaction.atomic
+def face_threshold_policy_licence_set(
+    *, backend: str, license_id: int, reason: str, acting_user: User
+) -> FaceThresholdPolicy:
+    """Record which licence covers the backend's pretrained weights (e.g. a commercial
+    insightface licence once bought). Compliance officers; the reason is mandatory; audited
+    with the old and new licence. The licence (registered by a data steward) must not be
+    withdrawn. From then on ``face_backend_assert_usable`` judges jobs by it; jobs already
+    submitted are judged again at their leakage check."""
+    policy = _policy_for_change(backend=backend, reason=reason, acting_user=acting_user)
+    licence = License.objects.filter(pk=license_id).first()
+    if licence is None:
+        raise ValidationError({"license_id": f"There is no licence #{license_id}."})
+    if licence.status == LicenseStatus.WITHDRAWN:
+        raise ValidationError(
+            {"license_id": f"The licence {licence.name} was withdrawn; link one in force."}
+        )
+    old = policy.licence
+    if old is not None and old.pk == licence.pk:
+        return policy
+    policy.licence = licence
+    policy.updated_at = timezone.now()
+    policy.updated_by = acting_user
+    policy.save(update_fields=["licence", "updated_at", "updated_by"])
+    audit_event_record(
+        actor=acting_user,
+        action=AuditAction.FACE_THRESHOLD_POLICY_LICENCE_SET,
+        target_type="governance.facethresholdpolicy",
+        target_id=policy.pk,
+        payload={
+            "backend": policy.backend,
+            "old": {"license_id": old.pk, "name": old.name} if old is not None else None,
+            "new": {"license_id": licence.pk, "name": licence.name},
             "reason": reason.strip(),
         },
     )

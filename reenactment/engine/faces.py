@@ -75,6 +75,7 @@ __all__ = [
     "compare_embeddings",
     "embed_face",
     "embed_frames",
+    "face_backend_names",
     "face_similarity",
     "find_single_face",
     "fingerprint_of",
@@ -1011,6 +1012,11 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return ("seq", tuple(_freeze(v) for v in value))
     return value
+
+
+def face_backend_names() -> tuple[str, ...]:
+    """The names :func:`get_face_backend` accepts."""
+    return tuple(sorted(_BACKENDS))
 
 
 def get_face_backend(name: str = "dlib", **options: Any) -> FaceBackend:

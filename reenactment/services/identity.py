@@ -10,11 +10,14 @@ though no job is created.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-from governance.models import Person
+from governance.models import Person, Purpose
+from governance.selectors.identity import face_backend_assert_usable
 from governance.services.identity import face_match_evaluate
 from reenactment.engine import faces
 from reenactment.engine.identity import identity_match, sample_video_frames
@@ -33,11 +36,37 @@ def _driving_samples(checked: CheckedInputs, count: int) -> list[Any]:
     return sample_video_frames(checked.driving.path, count=count, total=total)
 
 
+def face_backend_load() -> faces.FaceBackend:
+    """The platform's face recogniser (``FACE_BACKEND``), loaded once per process: dlib from
+    its bundled CC0 models, insightface from the pinned pack in ``FACE_MODELS_DIR`` (its
+    ``manifest.json`` hashes are checked; nothing is downloaded)."""
+    options: dict[str, Any] = {}
+    if settings.FACE_BACKEND == "insightface":
+        if settings.FACE_MODELS_DIR is None:
+            raise ImproperlyConfigured(
+                "FACE_BACKEND is insightface but FACE_MODELS_DIR is not set: point it at the "
+                "folder holding the pack (det_10g.onnx, w600k_r50.onnx and manifest.json)."
+            )
+        options["model_dir"] = Path(settings.FACE_MODELS_DIR)
+    return faces.get_face_backend(settings.FACE_BACKEND, **options)
+
+
 def render_job_identity_checks(
-    *, checked: CheckedInputs, subject: Person, performer: Person, acting_user: Any
+    *,
+    checked: CheckedInputs,
+    subject: Person,
+    performer: Person,
+    purpose: Purpose,
+    territory: str,
+    acting_user: Any,
 ) -> list[int]:
-    """Run both face checks; ids of the FaceMatchRecords, or FaceMismatchError (422)."""
-    backend = faces.get_face_backend(settings.FACE_BACKEND)
+    """Run both face checks; ids of the FaceMatchRecords, or FaceMismatchError (422).
+
+    The recogniser's licence must cover the job's purpose before any face is compared
+    (``face_backend_assert_usable``, 409): insightface's packs, say, never process faces for a
+    commercial job."""
+    face_backend_assert_usable(backend=settings.FACE_BACKEND, purpose=purpose, territory=territory)
+    backend = face_backend_load()
     submission = f"{checked.portrait.sha256[:24]}-{checked.driving.sha256[:24]}"
     records = []
     for person, check, candidates in (

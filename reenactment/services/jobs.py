@@ -195,8 +195,9 @@ def render_job_submit(
 
     The slow content checks (decoding, face detection and matching) run before, in
     ``reenactment.services.inputs.render_job_inputs_check``; here the cheap rules are checked at
-    commit time: consents, the model's status and licence. On any refusal nothing is left: no
-    job, no audit event, and no stored file that no other job uses.
+    commit time: consents, the model's status and licence, the face recogniser's licence. On
+    any refusal nothing is left: no job, no audit event, and no stored file that no other job
+    uses.
     """
     # Files are stored before the transaction so that, if it rolls back, the clean-up below
     # sees the database as it really is (content-hashed names may be shared with other jobs).
@@ -264,6 +265,7 @@ def _render_job_create(
     face_match_ids: Sequence[int],
     acting_user: User,
 ) -> RenderJob:
+    from governance.selectors.identity import face_backend_assert_usable
     from governance.services.registry import model_version_assert_usable
 
     consent_ids = render_job_consents_assert(
@@ -274,6 +276,7 @@ def _render_job_create(
         territory=territory,
     )
     model_version_assert_usable(model_version=model_version, purpose=purpose, territory=territory)
+    face_backend_assert_usable(backend=settings.FACE_BACKEND, purpose=purpose, territory=territory)
     _resolution_assert_fits(model_version=model_version, parameters=parameters)
     job = RenderJob.objects.create(
         requested_by=requested_by,

@@ -80,11 +80,18 @@ def _performer_frames(job: RenderJob, workdir: Path, count: int) -> list[Any]:
 
 
 def _run_leakage(job: RenderJob, workdir: Path) -> tuple[str, dict[str, Any]]:
+    from governance.selectors.identity import face_backend_assert_usable
     from governance.services.identity import leakage_report_create
-    from reenactment.engine import faces, video_io
+    from reenactment.engine import video_io
     from reenactment.engine.identity import leakage_measure
+    from reenactment.services.identity import face_backend_load
 
-    backend = faces.get_face_backend(settings.FACE_BACKEND)
+    backend = face_backend_load()
+    # Judged again now: the recogniser's licence may have been withdrawn or the platform moved
+    # to another backend since submission; a refusal fails the step (nothing is published).
+    face_backend_assert_usable(
+        backend=backend.info.name, purpose=job.purpose, territory=job.territory
+    )
     output = stored_file_copy(job.output, workdir, "output")
     portrait_path = stored_file_copy(job.portrait, workdir, "portrait")
     portrait, _ = video_io.load_image(portrait_path, max_side=settings.RENDER_MAX_PORTRAIT_SIDE)

@@ -194,6 +194,7 @@ GOVERNANCE_OPERATIONS = {
     ("/api/governance/identity/face-matches/", "get"),
     ("/api/governance/identity/face-thresholds/", "get"),
     ("/api/governance/identity/face-thresholds/{backend}/update/", "post"),
+    ("/api/governance/identity/face-thresholds/{backend}/licence/", "post"),
 }
 
 

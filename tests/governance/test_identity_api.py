@@ -219,6 +219,7 @@ IDENTITY_OPERATIONS = {
     ("/api/governance/identity/face-matches/", "get"),
     ("/api/governance/identity/face-thresholds/", "get"),
     ("/api/governance/identity/face-thresholds/{backend}/update/", "post"),
+    ("/api/governance/identity/face-thresholds/{backend}/licence/", "post"),
 }
 
 
@@ -256,14 +257,16 @@ def identity_endpoint(
 ) -> tuple[dict[str, object], Callable[[], tuple[dict[str, object], str]] | None]:
     """Path ids and a POST body for an ``identity/...`` endpoint of the permission matrix:
     a leakage report awaiting review (of a subject that is not a render job) and the dlib
-    thresholds. Other endpoints get nothing."""
+    thresholds (relinked to their own licence). Other endpoints get nothing."""
     if not endpoint.partition(" ")[2].startswith("identity/"):
         return {}, None
     flagged = make_report(0.25, subject_id=424242, subject_type="tests.matrixsubject")
+    dlib_licence = FaceThresholdPolicy.objects.get(backend="dlib").licence_id
     bodies: dict[str, tuple[dict[str, object], str]] = {
         "release": ({"reason": "Checked by eye."}, "json"),
         "reject": ({"reason": "Visible leak."}, "json"),
         "update": ({"leakage_margin": 0.11, "reason": "Calibrated."}, "json"),
+        "licence": ({"license_id": dlib_licence, "reason": "Same terms."}, "json"),
     }
     body = bodies.get(endpoint.rstrip("/").rsplit("/", 1)[-1])
     return {"report": flagged.pk, "backend": "dlib"}, (lambda: body) if body else None

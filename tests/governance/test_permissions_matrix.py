@@ -90,6 +90,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "GET identity/face-matches":                      (401, 403, 200, 200, 403, 403),
     "GET identity/face-thresholds":                   (401, 403, 403, 200, 403, 403),
     "POST identity/face-thresholds/{backend}/update": (401, 403, 403, 200, 403, 403),
+    "POST identity/face-thresholds/{backend}/licence": (401, 403, 403, 200, 403, 403),
 }
 # fmt: on
 
