@@ -4,6 +4,8 @@ thresholds per face backend (compliance officers)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
@@ -21,6 +23,7 @@ from governance.apis.common import (
 )
 from governance.models import (
     FaceMatchVerdict,
+    FaceThresholdPolicy,
     LeakageReport,
     LeakageReviewDecision,
     LeakageVerdict,
@@ -317,15 +320,33 @@ class FaceThresholdPolicyListApi(GovernanceApi):
         )
 
 
-class FaceThresholdPolicyUpdateApi(GovernanceApi):
-    """Change a backend's thresholds (fields left out stay as they are; the reason is
-    mandatory). Compliance officers. Audited with old and new values; earlier verdicts keep
-    the thresholds they were decided with."""
+class _FaceThresholdPolicyChangeApi(GovernanceApi):
+    """A compliance officer's audited change to one backend's policy (404 for an unknown one);
+    the subclass names the service and its input."""
 
     global_permissions = {
         "POST": ["governance.view_facethresholdpolicy", "governance.change_facethresholdpolicy"]
     }
     parser_classes = [JSONParser, FormParser]
+    InputSerializer: type[serializers.Serializer]
+
+    def change(
+        self, request: Request, backend: str, service: Callable[..., FaceThresholdPolicy]
+    ) -> Response:
+        if face_threshold_policy_get(backend=backend) is None:
+            raise Http404
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        policy = service(
+            backend=backend, **serializer.validated_data, acting_user=request_user(request)
+        )
+        return Response(FaceThresholdPolicyOutputSerializer(policy).data)
+
+
+class FaceThresholdPolicyUpdateApi(_FaceThresholdPolicyChangeApi):
+    """Change a backend's thresholds (fields left out stay as they are; the reason is
+    mandatory). Compliance officers. Audited with old and new values; earlier verdicts keep
+    the thresholds they were decided with."""
 
     @extend_schema_serializer(component_name="FaceThresholdPolicyUpdateInput")
     class InputSerializer(serializers.Serializer):
@@ -348,26 +369,14 @@ class FaceThresholdPolicyUpdateApi(GovernanceApi):
         tags=["identity"],
     )
     def post(self, request: Request, backend: str) -> Response:
-        if face_threshold_policy_get(backend=backend) is None:
-            raise Http404
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        policy = face_threshold_policy_update(
-            backend=backend, **serializer.validated_data, acting_user=request_user(request)
-        )
-        return Response(FaceThresholdPolicyOutputSerializer(policy).data)
+        return self.change(request, backend, face_threshold_policy_update)
 
 
-class FaceThresholdPolicyLicenceSetApi(GovernanceApi):
+class FaceThresholdPolicyLicenceSetApi(_FaceThresholdPolicyChangeApi):
     """Link the licence that covers a backend's pretrained weights (registered by a data
     steward), e.g. a commercial insightface licence. Compliance officers; the reason is
     mandatory; audited with the old and new licence. Jobs are refused for purposes the linked
     licence does not allow (insightface's own packs: non-commercial only)."""
-
-    global_permissions = {
-        "POST": ["governance.view_facethresholdpolicy", "governance.change_facethresholdpolicy"]
-    }
-    parser_classes = [JSONParser, FormParser]
 
     @extend_schema_serializer(component_name="FaceThresholdPolicyLicenceSetInput")
     class InputSerializer(serializers.Serializer):
@@ -385,11 +394,4 @@ class FaceThresholdPolicyLicenceSetApi(GovernanceApi):
         tags=["identity"],
     )
     def post(self, request: Request, backend: str) -> Response:
-        if face_threshold_policy_get(backend=backend) is None:
-            raise Http404
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        policy = face_threshold_policy_licence_set(
-            backend=backend, **serializer.validated_data, acting_user=request_user(request)
-        )
-        return Response(FaceThresholdPolicyOutputSerializer(policy).data)
+        return self.change(request, backend, face_threshold_policy_licence_set)

@@ -18,16 +18,9 @@ from governance.models import (
 from governance.roles import Role
 from governance.services.licences import license_withdraw
 from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
-from reenactment.services.execution import render_job_claim, render_job_generation_store
 from tests.factories import create_consent, create_policy
-from tests.reenactment.test_job_flow import (
-    approve_all,
-    job_status,
-    submit,
-    submit_response,
-    wait_for,
-)
-from tests.reenactment.test_publication import faithful_output
+from tests.reenactment.test_job_flow import approve_all, submit, submit_response
+from tests.reenactment.test_publication import generate_faithfully_and_verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 S = RenderJobStatus
@@ -82,27 +75,13 @@ def test_a_recogniser_licence_withdrawn_after_approval_fails_the_leakage_step(
     worker = platform.worker(queues="default")
     job_id = submit(platform)["id"]
     approve_all(platform, job_id)
-    claim = render_job_claim(job_id=job_id, worker="test-generator")
-    assert claim is not None
     licence = FaceThresholdPolicy.objects.get(backend="dlib").licence
     license_withdraw(
         license=licence,
         reason="the licensor ended it",
         acting_user=platform.user(Role.DATA_STEWARD),
     )
-    render_job_generation_store(
-        claim=claim,
-        path=faithful_output(tmp_path / "generated.mp4"),
-        seconds=1.0,
-        parameters={"seed": 7, "num_inference_steps": 2},
-    )
-    wait_for(
-        lambda: job_status(job_id) in {S.PUBLISHED, S.QUARANTINED, S.FAILED},
-        180,
-        "verification",
-        worker,
-    )
-    job = RenderJob.objects.get(pk=job_id)
+    job = generate_faithfully_and_verify(job_id, tmp_path, worker)
     assert job.status == S.FAILED
     assert "face recogniser 'dlib'" in job.status_reason
     assert "was withdrawn (the licensor ended it)" in job.status_reason

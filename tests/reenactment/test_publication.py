@@ -57,6 +57,26 @@ def faithful_output(path: Path, frames: int = 24) -> Path:
     return make_test_clip(path, clip, 24)
 
 
+def generate_faithfully_and_verify(job_id: int, tmp_path: Path, worker: Any) -> RenderJob:
+    """Stand in for the GPU worker with :func:`faithful_output`, then wait for the verification
+    chain on ``worker`` to publish, quarantine or fail the job."""
+    claim = render_job_claim(job_id=job_id, worker="test-generator")
+    assert claim is not None
+    render_job_generation_store(
+        claim=claim,
+        path=faithful_output(tmp_path / "generated.mp4"),
+        seconds=1.0,
+        parameters={"seed": 7, "num_inference_steps": 2},
+    )
+    wait_for(
+        lambda: job_status(job_id) in {S.PUBLISHED, S.QUARANTINED, S.FAILED},
+        180,
+        "verification",
+        worker,
+    )
+    return RenderJob.objects.get(pk=job_id)
+
+
 class Receiver(http.server.BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
 
@@ -96,21 +116,7 @@ def test_a_faithful_output_is_verified_signed_published_downloaded_and_withdrawn
     job_id = submit(platform)["id"]
     approve_all(platform, job_id)
     assert job_status(job_id) == S.QUEUED
-    claim = render_job_claim(job_id=job_id, worker="test-generator")
-    assert claim is not None
-    render_job_generation_store(
-        claim=claim,
-        path=faithful_output(tmp_path / "generated.mp4"),
-        seconds=1.0,
-        parameters={"seed": 7, "num_inference_steps": 2},
-    )
-    wait_for(
-        lambda: job_status(job_id) in {S.PUBLISHED, S.QUARANTINED, S.FAILED},
-        180,
-        "verification",
-        worker,
-    )
-    job = RenderJob.objects.get(pk=job_id)
+    job = generate_faithfully_and_verify(job_id, tmp_path, worker)
     assert job.status == S.PUBLISHED, job.status_reason
     steps = dict(VerificationStep.objects.filter(job=job).values_list("name", "status"))
     assert steps == {"leakage": "passed", "provenance": "passed"}
