@@ -35,10 +35,12 @@ Usage::
     .venv/bin/python benchmarks/synthface_eval.py \\
         --model xnemo=/tmp/runs/xnemo_s1 --model spatial=/tmp/runs/spatial_s1 \\
         [--cases 16] [--case-seed N] [--frames 6] [--steps 20] [--threads 1] \\
-        [--json out.json] [--sheet out.png] [--vae-floor] [--no-faces] [--face-side 256]
+        [--json out.json] [--sheet out.png] [--vae-floor] [--vae NAME=FOLDER] [--no-faces] \\
+        [--face-side 256]
 
 ``--vae-floor`` adds, per model, the score of its VAE's round trip of the targets (encode,
-decode): no sampler can beat the autoencoder it decodes with.
+decode): no sampler can beat the autoencoder it decodes with. ``--vae NAME=FOLDER`` scores an
+autoencoder alone (e.g. a stage-0 run, whose export holds nothing else).
 
 A model may carry its own sampler settings, e.g. the preview model with the settings its folder
 recommends, next to the release's sampling::
@@ -217,14 +219,20 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
     ``color`` (``none`` / ``reference``: the pipeline's ``color_match``), and the bare word
     ``defaults`` (the folder's ``_generation_defaults``, under what is given).
     """
-    from reenactment.engine.training.export import resolve_model_folder
+    from reenactment.engine.training.export import (
+        MODEL_SUBFOLDERS,
+        incomplete_model_reason,
+        resolve_model_folder,
+    )
 
     name, _, rest = spec.partition("=")
     folder, *options = rest.split(",")
     try:
-        resolve_model_folder(folder)
+        incomplete = incomplete_model_reason(resolve_model_folder(folder), MODEL_SUBFOLDERS)
     except FileNotFoundError as exc:
         raise SystemExit(f"--model {spec!r}: {exc}") from None
+    if incomplete:
+        raise SystemExit(f"--model {spec!r}: {incomplete} (an autoencoder alone: --vae)")
     settings: dict[str, Any] = {"num_inference_steps": steps, "guidance_scale": guidance}
     keys = {
         "steps": ("num_inference_steps", int),
@@ -257,6 +265,29 @@ def _to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
     # b c f h w -> b f h w c
     out = ((frames + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
     return list(out.numpy())
+
+
+def load_vae_only(spec: str) -> tuple[str, Any]:
+    """``--vae NAME=FOLDER``: the autoencoder of a model or run folder (a stage-0 run's export
+    holds nothing else), as ``(name, object with .vae)`` for :func:`vae_round_trip`."""
+    from types import SimpleNamespace
+
+    from reenactment.engine.training import load_model_folder_weights
+    from reenactment.engine.training.components import build_vae
+    from reenactment.engine.training.export import resolve_model_folder
+
+    name, sep, folder = spec.partition("=")
+    try:
+        if not sep:
+            raise FileNotFoundError("expected NAME=FOLDER")
+        resolved = resolve_model_folder(folder)
+        info = json.loads((resolved / "training.json").read_text(encoding="utf-8"))
+        holder = SimpleNamespace(vae=build_vae(info["model_config"]["vae"]))
+        load_model_folder_weights(resolved, holder, ["vae"])  # type: ignore[arg-type]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"--vae {spec!r}: {exc}") from None
+    holder.vae.eval()
+    return name, holder
 
 
 def vae_round_trip(components: Any, cases: list[Case], batch: int) -> list[np.ndarray]:
@@ -506,6 +537,14 @@ def main(argv: list[str] | None = None) -> int:
         help="also score each model's VAE round trip of the targets (its pixel-error floor)",
     )
     parser.add_argument(
+        "--vae",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="score an autoencoder alone: its round trip of the targets (a model folder, or a "
+        "stage-0 run whose export holds only the VAE)",
+    )
+    parser.add_argument(
         "--no-faces",
         dest="faces",
         action="store_false",
@@ -522,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     # Every --model is checked before the (long) regressor training.
     specs = [parse_model_spec(spec, args.steps, args.guidance) for spec in args.model]
+    autoencoders = [load_vae_only(spec) for spec in args.vae]
 
     print("regressors ...", flush=True)
     regressor = train_regressor(args.size, steps=args.regressor_steps)
@@ -553,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.vae_floor:
             floor = vae_round_trip(components, cases, args.batch)
             rows[f"{name}: VAE round trip of the target"] = scored(floor)
+    for name, holder in autoencoders:
+        print(f"autoencoder {name} ...", flush=True)
+        round_trip = vae_round_trip(holder, cases, args.batch)
+        rows[f"{name}: VAE round trip of the target"] = scored(round_trip)
     table = markdown_table(rows)
     print()
     print(
