@@ -14,10 +14,6 @@ model animates the reference with the driving clip and is scored on:
   normalised identity vector) to the source A and to the driver B; ``leak`` = mean of
   ``d_A / (d_A + d_B)`` (0 = pure source identity, 1 = the driver's), and the share of frames
   closer to the driver.
-
-The regressors are small CNNs trained on SynthFace renders (random identities and motions from a
-third seed) against the ground-truth vectors, inside this script, and cached under
-``var/synthface_eval/``; their own errors on the ground-truth targets are reported as the floor.
 * **faces as the platform's gate sees them** (dlib, the platform's default recogniser, on each
   frame upscaled to ``--face-side`` px): the share of frames in which a face is found (the gate
   fails a job with more than 25 % faceless frames) and, over those, the similarity to the
@@ -25,6 +21,10 @@ third seed) against the ground-truth vectors, inside this script, and cached und
   pose), and the share of frames more similar to the portrait than to the driver. L1 and SSIM
   against a blurry 64-px ground truth reward averaged, featureless faces; this column does not.
   ``--no-faces`` skips it (about 0.3 s per frame).
+
+The regressors are small CNNs trained on SynthFace renders (random identities and motions from a
+third seed) against the ground-truth vectors, inside this script, and cached under
+``var/synthface_eval/``; their own errors on the ground-truth targets are reported as the floor.
 
 Reference rows: ``target`` (the ground truth itself, i.e. the regressors' floor), ``copy
 reference`` (no motion transferred), ``driving clip`` (full identity leakage; its dlib
@@ -370,9 +370,10 @@ class FaceJudge:
     def vector(self, image: np.ndarray) -> np.ndarray | None:
         from PIL import Image
 
+        from reenactment.engine.identity import largest_face_vector
+
         big = np.asarray(Image.fromarray(image).resize((self.side, self.side), Image.LANCZOS))
-        detections = self.backend.detect(big)  # largest first
-        return self.backend.embed(big, detections[0]) if detections else None
+        return largest_face_vector(big, self.backend)[0]
 
     def cached(self, key: tuple[int, int], image: np.ndarray) -> np.ndarray | None:
         if key not in self._cache:

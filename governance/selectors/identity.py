@@ -17,8 +17,13 @@ from governance.models import (
     LeakageReviewDecision,
     LeakageVerdict,
     Purpose,
+    Territory,
 )
-from governance.selectors.registry import license_use_problem, purpose_needed_use
+from governance.selectors.registry import (
+    license_use_problem,
+    purpose_needed_use,
+    territory_code_of,
+)
 
 LEAKAGE_NOT_CLEARED = (
     "The output of {subject} is not cleared by the identity-leakage gate: {state}."
@@ -56,14 +61,13 @@ class FaceBackendClearance:
     backend: str
     use: str
     license_id: int | None
-    attribution: str = ""
 
 
 def face_backend_assert_usable(
     *,
     backend: str,
     purpose: Purpose | str,
-    territory: str | None = None,
+    territory: Territory | str | None = None,
     at: datetime | None = None,
 ) -> FaceBackendClearance:
     """Whether the face recogniser ``backend`` may check faces for a job of ``purpose``.
@@ -81,7 +85,7 @@ def face_backend_assert_usable(
     at = at or timezone.now()
     if isinstance(purpose, str):
         purpose = Purpose.objects.get(pk=purpose)
-    territory = (territory or "").upper() or None
+    code = territory_code_of(territory)
     use = purpose_needed_use(purpose)
     policy = face_threshold_policy_get(backend=backend)
     licence = policy.licence if policy is not None else None
@@ -97,7 +101,7 @@ def face_backend_assert_usable(
                 use=use,
             )
         return FaceBackendClearance(backend=backend, use=use, license_id=None)
-    problem = license_use_problem(licence=licence, purpose=purpose, territory=territory, at=at)
+    problem = license_use_problem(licence=licence, purpose=purpose, territory=code, at=at)
     if problem is not None:
         condition, detail = problem
         raise FaceBackendUnusableError(
@@ -111,9 +115,7 @@ def face_backend_assert_usable(
             condition=condition,
             use=use,
         )
-    return FaceBackendClearance(
-        backend=backend, use=use, license_id=licence.pk, attribution=licence.attribution_text
-    )
+    return FaceBackendClearance(backend=backend, use=use, license_id=licence.pk)
 
 
 def face_match_record_list(

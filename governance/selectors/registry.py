@@ -371,6 +371,13 @@ def _territory_covered(licence: License, territory: str) -> bool:
     return WORLDWIDE in codes or territory in codes
 
 
+def territory_code_of(territory: Territory | str | None) -> str | None:
+    """A territory as the upper-case code licences are checked against (None: any)."""
+    if isinstance(territory, Territory):
+        return territory.pk
+    return (territory or "").upper() or None
+
+
 def license_use_problem(
     *, licence: License, purpose: Purpose, territory: str | None, at: datetime
 ) -> tuple[str, str] | None:
@@ -415,9 +422,7 @@ def model_version_assert_usable(
     at = at or timezone.now()
     if isinstance(purpose, str):
         purpose = Purpose.objects.get(pk=purpose)
-    territory_code = (
-        territory.pk if isinstance(territory, Territory) else (territory or "").upper() or None
-    )
+    territory_code = territory_code_of(territory)
     model_version_assert_active(model_version=model_version)
     use = purpose_needed_use(purpose)
     for snapshot in model_version_lineage_snapshots(model_version=model_version):

@@ -45,6 +45,7 @@ __all__ = [
     "MatchScores",
     "SeriesStats",
     "identity_match",
+    "largest_face_vector",
     "leakage_measure",
     "sample_frame_indices",
     "sample_video_frames",
@@ -243,10 +244,11 @@ def _reference_vector(
     return embed_face(array, backend).vector
 
 
-def _largest_face_vector(
-    image: np.ndarray, backend: FaceBackend, ambiguity_ratio: float
+def largest_face_vector(
+    image: np.ndarray, backend: FaceBackend, ambiguity_ratio: float = DEFAULT_AMBIGUITY_RATIO
 ) -> tuple[np.ndarray | None, bool]:
-    """(embedding of the largest face or None, whether another face is as large)."""
+    """(embedding of the largest face or None, whether another face is as large): how every
+    measurement here reads a frame."""
     rgb = to_rgb_uint8(image)
     detections = backend.detect(rgb)
     if not detections:
@@ -284,7 +286,7 @@ def identity_match(
     similarities: list[float | None] = []
     crowded = 0
     for image in candidate_images:
-        vector, ambiguous = _largest_face_vector(image, backend, ambiguity_ratio)
+        vector, ambiguous = largest_face_vector(image, backend, ambiguity_ratio)
         similarities.append(None if vector is None else backend.similarity(reference, vector))
         crowded += int(ambiguous)
     if not similarities:
@@ -393,7 +395,7 @@ def _performer_vectors(
         if isinstance(item, FaceEmbedding) or np.asarray(item).ndim == 1:
             vectors.append(_reference_vector(item, backend, "performer"))
             continue
-        vector, _ = _largest_face_vector(np.asarray(item), backend, DEFAULT_AMBIGUITY_RATIO)
+        vector, _ = largest_face_vector(np.asarray(item), backend, DEFAULT_AMBIGUITY_RATIO)
         if vector is not None:
             vectors.append(vector)
     if not vectors:
@@ -517,7 +519,7 @@ def leakage_measure(
             continue
         if max_side is not None and max(frame.shape[:2]) > max_side:
             frame = _downscaled(frame, max_side)
-        vector, _ = _largest_face_vector(frame, backend, DEFAULT_AMBIGUITY_RATIO)
+        vector, _ = largest_face_vector(frame, backend, DEFAULT_AMBIGUITY_RATIO)
         samples.append(
             LeakageSample(
                 frame=index,

@@ -36,19 +36,34 @@ def _driving_samples(checked: CheckedInputs, count: int) -> list[Any]:
     return sample_video_frames(checked.driving.path, count=count, total=total)
 
 
+def face_backend_options() -> dict[str, Any]:
+    """The constructor options of the configured ``FACE_BACKEND``; ``ImproperlyConfigured``
+    when it names no backend, or is insightface without its pack folder. The one place that
+    knows what each backend needs: the loader and the start-up check both ask it."""
+    name = settings.FACE_BACKEND
+    if name not in faces.face_backend_names():
+        raise ImproperlyConfigured(
+            f"FACE_BACKEND {name!r} is not a face backend; use one of: "
+            f"{', '.join(faces.face_backend_names())}."
+        )
+    if name != "insightface":
+        return {}
+    folder = settings.FACE_MODELS_DIR
+    if folder is None or not Path(folder).is_dir():
+        where = "is not set" if folder is None else f"({folder}) is not a folder"
+        raise ImproperlyConfigured(
+            f"FACE_BACKEND is insightface but FACE_MODELS_DIR {where}: point it at the pack "
+            "(det_10g.onnx, w600k_r50.onnx and a manifest.json of their SHA-256 hashes); "
+            "nothing is ever downloaded."
+        )
+    return {"model_dir": Path(folder)}
+
+
 def face_backend_load() -> faces.FaceBackend:
     """The platform's face recogniser (``FACE_BACKEND``), loaded once per process: dlib from
     its bundled CC0 models, insightface from the pinned pack in ``FACE_MODELS_DIR`` (its
     ``manifest.json`` hashes are checked; nothing is downloaded)."""
-    options: dict[str, Any] = {}
-    if settings.FACE_BACKEND == "insightface":
-        if settings.FACE_MODELS_DIR is None:
-            raise ImproperlyConfigured(
-                "FACE_BACKEND is insightface but FACE_MODELS_DIR is not set: point it at the "
-                "folder holding the pack (det_10g.onnx, w600k_r50.onnx and manifest.json)."
-            )
-        options["model_dir"] = Path(settings.FACE_MODELS_DIR)
-    return faces.get_face_backend(settings.FACE_BACKEND, **options)
+    return faces.get_face_backend(settings.FACE_BACKEND, **face_backend_options())
 
 
 def render_job_identity_checks(

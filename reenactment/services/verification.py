@@ -86,12 +86,13 @@ def _run_leakage(job: RenderJob, workdir: Path) -> tuple[str, dict[str, Any]]:
     from reenactment.engine.identity import leakage_measure
     from reenactment.services.identity import face_backend_load
 
-    backend = face_backend_load()
-    # Judged again now: the recogniser's licence may have been withdrawn or the platform moved
-    # to another backend since submission; a refusal fails the step (nothing is published).
+    # Judged again now, before the recogniser is even loaded: its licence may have been
+    # withdrawn or the platform moved to another backend since submission; a refusal fails the
+    # step (nothing is published).
     face_backend_assert_usable(
-        backend=backend.info.name, purpose=job.purpose, territory=job.territory
+        backend=settings.FACE_BACKEND, purpose=job.purpose, territory=job.territory
     )
+    backend = face_backend_load()
     output = stored_file_copy(job.output, workdir, "output")
     portrait_path = stored_file_copy(job.portrait, workdir, "portrait")
     portrait, _ = video_io.load_image(portrait_path, max_side=settings.RENDER_MAX_PORTRAIT_SIDE)

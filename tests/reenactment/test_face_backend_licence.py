@@ -6,9 +6,13 @@ nothing is published. The rule itself is tested in tests/governance/test_face_ba
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
 import pytest
 
 from governance.models import (
+    AuditEvent,
     FaceMatchRecord,
     FaceThresholdPolicy,
     LeakageReport,
@@ -16,8 +20,11 @@ from governance.models import (
     Purpose,
 )
 from governance.roles import Role
+from governance.selectors.identity import FaceBackendUnusableError
 from governance.services.licences import license_withdraw
 from reenactment.models import RenderJob, RenderJobStatus, VerificationStep
+from reenactment.services.inputs import render_job_inputs_check
+from reenactment.services.jobs import render_job_submit
 from tests.factories import create_consent, create_policy
 from tests.reenactment.test_job_flow import approve_all, submit, submit_response
 from tests.reenactment.test_publication import generate_faithfully_and_verify
@@ -32,9 +39,8 @@ def stored_inputs(media_root) -> list[str]:  # noqa: ANN001 - a Path
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_a_commercial_job_is_refused_before_any_face_is_processed_on_insightface(
-    platform, media_root, settings
-):
+def make_commercial(platform: Any) -> None:
+    """Both people consent to a commercial purpose with commercial use; jobs ask for it."""
     officer = platform.user(Role.COMPLIANCE_OFFICER)
     create_policy(purpose=COMMERCIAL, acting_user=officer)
     roles = (platform.subject, "portrait_subject"), (platform.performer, "driving_performer")
@@ -50,6 +56,12 @@ def test_a_commercial_job_is_refused_before_any_face_is_processed_on_insightface
         )
     platform.purpose = Purpose.objects.get(pk=COMMERCIAL)
     assert platform.purpose.is_commercial
+
+
+def test_a_commercial_job_is_refused_before_any_face_is_processed_on_insightface(
+    platform, media_root, settings
+):
+    make_commercial(platform)
 
     # insightface's packs are non-commercial: no weights are even needed to be refused.
     settings.FACE_BACKEND = "insightface"
@@ -90,3 +102,34 @@ def test_a_recogniser_licence_withdrawn_after_approval_fails_the_leakage_step(
     assert not LeakageReport.objects.filter(subject_id=str(job_id)).exists()
     assert not ProvenanceRecord.objects.filter(subject_id=str(job_id)).exists()
     assert job.published_at is None
+
+
+def test_the_submission_service_checks_the_recogniser_licence_again_at_commit(
+    platform, media_root, settings
+):
+    """A caller of ``render_job_submit`` that skipped (or raced) the face checks is refused in
+    the same transaction as the model's licence, and nothing is left behind."""
+    make_commercial(platform)
+    settings.FACE_BACKEND = "insightface"
+    with (
+        platform.driving.open("rb") as driving,
+        render_job_inputs_check(portrait=io.BytesIO(platform.portrait_png), driving=driving) as c,
+        pytest.raises(FaceBackendUnusableError) as refused,
+    ):
+        render_job_submit(
+            requested_by=platform.user(Role.REQUESTER),
+            portrait=c.portrait,
+            driving=c.driving,
+            portrait_subject=platform.subject,
+            performer=platform.performer,
+            purpose=platform.purpose,
+            channels=["internal"],
+            territory="WW",
+            model_version=platform.model,
+            parameters={},
+            acting_user=platform.user(Role.REQUESTER),
+        )
+    assert refused.value.code == "face_backend_licence_forbids"
+    assert not RenderJob.objects.exists()
+    assert not AuditEvent.objects.filter(target_type="reenactment.renderjob").exists()
+    assert stored_inputs(media_root) == []
