@@ -120,6 +120,18 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> 
     return {k for k in before if not torch.equal(before[k], after[k])}
 
 
+def resumed_after_two_steps(folder: Path, snapshot: Path, options: dict[str, Any]) -> Trainer:
+    """A run trained two steps and checkpointed, then a fresh trainer resumed from that."""
+    first = Trainer(make_config(folder, **options), snapshot, show_progress=False)
+    first.train_step()
+    first.train_step()
+    first.save_checkpoint()
+    del first
+    resumed = Trainer(make_config(folder, **options), snapshot, show_progress=False)
+    assert resumed.load_checkpoint() == 2
+    return resumed
+
+
 # --------------------------------------------------------------------------- manifests
 
 
@@ -430,13 +442,7 @@ def test_resume_continues_bit_identically(snapshot: Path, tmp_path: Path) -> Non
     for _ in range(4):
         straight.train_step()
 
-    first = Trainer(make_config(tmp_path / "b", **options), snapshot, show_progress=False)
-    first.train_step()
-    first.train_step()
-    first.save_checkpoint()
-    del first
-    resumed = Trainer(make_config(tmp_path / "b", **options), snapshot, show_progress=False)
-    assert resumed.load_checkpoint() == 2
+    resumed = resumed_after_two_steps(tmp_path / "b", snapshot, options)
     resumed.train_step()
     resumed.train_step()
 
@@ -480,6 +486,56 @@ def test_stage0_trains_and_calibrates_the_vae(snapshot: Path, tmp_path: Path) ->
         latents = vae.encode(images).latent_dist.mean
         recon_after = vae.decode(latents, num_frames=2).sample
     assert torch.allclose(recon_before, recon_after, atol=1e-4)
+
+
+def test_stage0_adversarial_decoder_fine_tune(snapshot: Path, tmp_path: Path) -> None:
+    """A patch discriminator joins from ``vae_adversarial_start``: the decoder and the
+    discriminator train, the encoder (the latent space) does not, a resumed run is
+    bit-identical, and the export holds no discriminator."""
+    options: dict[str, Any] = {
+        "stage": 0,
+        "vae_train_encoder": False,
+        "vae_adversarial_weight": 0.5,
+        "vae_adversarial_start": 1,
+        "max_steps": 3,
+    }
+    straight = Trainer(make_config(tmp_path / "a", **options), snapshot, show_progress=False)
+    assert straight.vae_discriminator is not None
+    before = all_parameters(straight)
+    logs = straight.train_step()
+    assert "adv" not in logs and "d_loss" not in logs
+    moved = changed(before, all_parameters(straight))
+    assert moved and all(k.startswith("vae.decoder.") for k in moved)
+
+    before = all_parameters(straight)
+    logs = straight.train_step()
+    assert logs["adv_weight"] > 0 and torch.isfinite(torch.tensor(logs["d_loss"]))
+    moved = changed(before, all_parameters(straight))
+    assert {k.split(".")[0] for k in moved} == {"vae", "vae_discriminator"}
+    assert not any(k.startswith("vae.encoder.") for k in moved)
+    straight.train_step()
+
+    resumed = resumed_after_two_steps(tmp_path / "b", snapshot, options)
+    resumed.train_step()
+    a, b = all_parameters(straight), all_parameters(resumed)
+    assert any(k.startswith("vae_discriminator.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    folder = resumed.export()
+    assert folder is not None
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["vae"]
+
+    # Off by default, and a negative weight is refused before anything is built.
+    assert (
+        Trainer(
+            make_config(tmp_path / "c", stage=0), snapshot, show_progress=False
+        ).vae_discriminator
+        is None
+    )
+    with pytest.raises(ValueError, match="vae_adversarial_weight"):
+        make_config(tmp_path, stage=0, vae_adversarial_weight=-1.0)
+    with pytest.raises(ValueError, match="stage 0 only"):
+        make_config(tmp_path, stage=1, vae_adversarial_weight=0.1)
 
 
 def test_tiny_vae_decodes_each_frame_independently_of_the_chunk() -> None:

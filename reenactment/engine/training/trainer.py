@@ -70,7 +70,7 @@ from .components import (
 )
 from .datasets import ClipDataset, SampleConfig, StepSampler, collate
 from .export import MODEL_SUBFOLDERS, export_official_checkpoints, save_model_folder
-from .gan_decoder import DualDiscriminator, MotionDecoder
+from .gan_decoder import DualDiscriminator, MotionDecoder, PatchDiscriminator
 from .losses import (
     RandomFeaturePerceptualLoss,
     diffusion_loss,
@@ -181,6 +181,14 @@ class TrainingConfig:
         vae_train_encoder: Stage 0 trains the encoder too. False fine-tunes only the decoder:
             the latent space stays fixed, so an improved decoder can replace the old one in models
             already trained on those latents (and no recalibration happens).
+        vae_adversarial_weight: Stage 0: weight of a patch discriminator's hinge loss on the
+            reconstructions (0 disables), scaled each step as in taming-transformers' VQGAN by
+            ``|grad rec| / |grad adv|`` at the decoder's last layer, so one weight holds whatever
+            the size of the other losses. L1 and perceptual losses alone average what the
+            latents leave open into blur (at 64 px: eyes and mouths dlib cannot find).
+        vae_adversarial_start: Stage 0: first step of the adversarial term (the discriminator
+            trains from the same step).
+        vae_discriminator_learning_rate: Stage 0: Adam learning rate of that discriminator.
         mixed_precision: ``"no"``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with scaling).
         gradient_checkpointing: Recompute activations of the big blocks in backward.
         ema_decay: Exponential moving average of the trainable weights (0 disables); the export
@@ -227,6 +235,9 @@ class TrainingConfig:
     vae_perceptual_weight: float = 0.2
     vae_latent_noise: float = 0.0
     vae_train_encoder: bool = True
+    vae_adversarial_weight: float = 0.0
+    vae_adversarial_start: int = 0
+    vae_discriminator_learning_rate: float = 2e-4
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0
@@ -246,6 +257,11 @@ class TrainingConfig:
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if not 0.0 <= self.reference_mask_ratio < 1.0:
             raise ValueError("reference_mask_ratio must be in [0, 1)")
+        if self.vae_adversarial_weight < 0 or self.vae_adversarial_start < 0:
+            raise ValueError("vae_adversarial_weight and vae_adversarial_start must be >= 0")
+        if self.vae_adversarial_weight > 0 and self.stage != 0:
+            # Stages 1 and 2 never decode with a trainable VAE: refuse rather than ignore it.
+            raise ValueError("vae_adversarial_weight applies to stage 0 only")
         for name in (
             "cross_identity_probability",
             "reference_other_clip_probability",
@@ -499,6 +515,12 @@ class Trainer:
                 tokens = 512
                 self.gan_decoder = MotionDecoder(token_dim=tokens)
                 self.discriminator = DualDiscriminator()
+        #: Stage 0's patch discriminator (``vae_adversarial_weight`` > 0).
+        self.vae_discriminator: PatchDiscriminator | None = None
+        if config.stage == 0 and config.vae_adversarial_weight > 0:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + 2)
+                self.vae_discriminator = PatchDiscriminator(3)
         self._move_to_device()
         for module in self._networks().values():
             guard_group_norm_backward(module)
@@ -525,6 +547,12 @@ class Trainer:
             self.d_optimizer = torch.optim.Adam(
                 self.discriminator.parameters(), lr=gan.learning_rate, betas=(0.0, 0.99)
             )
+        elif self.vae_discriminator is not None:
+            self.d_optimizer = torch.optim.Adam(
+                self.vae_discriminator.parameters(),
+                lr=config.vae_discriminator_learning_rate,
+                betas=(0.5, 0.9),
+            )
         self.ema: dict[str, torch.Tensor] | None = None
         if config.ema_decay > 0:
             self.ema = {name: p.detach().clone().float() for name, p in self.trainable}
@@ -547,6 +575,8 @@ class Trainer:
         if self.gan_decoder is not None and self.discriminator is not None:
             nets["gan_decoder"] = self.gan_decoder
             nets["discriminator"] = self.discriminator
+        if self.vae_discriminator is not None:
+            nets["vae_discriminator"] = self.vae_discriminator
         return nets
 
     def _move_to_device(self) -> None:
@@ -607,8 +637,9 @@ class Trainer:
                 take("gan_decoder", self.gan_decoder)
         else:
             take("denoising_unet", comps.denoising_unet, is_temporal_parameter)
-        if self.discriminator is not None:
-            self.discriminator.requires_grad_(True)
+        for critic in (self.discriminator, self.vae_discriminator):
+            if critic is not None:
+                critic.requires_grad_(True)
         if not trainable:
             raise ValueError(f"stage {stage} has no trainable parameters in this model")
         return trainable
@@ -621,7 +652,7 @@ class Trainer:
         comps.reference_unet.train(stage == 1)
         comps.denoising_unet.train(stage >= 1)
         comps.motion_encoder.train(stage == 1)
-        for module in (self.gan_decoder, self.discriminator):
+        for module in (self.gan_decoder, self.discriminator, self.vae_discriminator):
             if module is not None:
                 module.train()
 
@@ -736,7 +767,9 @@ class Trainer:
 
     def _stage0_step(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        """The autoencoder's loss; also returns the reconstructions when a discriminator
+        should see them this step (``vae_adversarial_weight``)."""
         vae = self.components.vae
         frames = batch["target"]  # (B, 3, F, S, S)
         num_frames = frames.shape[2]
@@ -753,7 +786,42 @@ class Trainer:
         perc = self.perceptual(recon, images)
         kl = kl_loss(posterior.mean, posterior.logvar)
         loss = rec + self.config.vae_perceptual_weight * perc + self.config.vae_kl_weight * kl
-        return loss, {"rec": rec.item(), "perc": perc.item(), "kl": kl.item()}
+        logs = {"rec": rec.item(), "perc": perc.item(), "kl": kl.item()}
+        if not self._vae_adversarial_active():
+            return loss, logs, None
+        assert self.vae_discriminator is not None
+        self.vae_discriminator.requires_grad_(False)
+        with self._autocast():
+            fake_logits, _ = self.vae_discriminator(recon)
+        self.vae_discriminator.requires_grad_(True)
+        adv = hinge_generator_loss([fake_logits])
+        # VQGAN's adaptive weight: the adversarial gradient at the last decoder layer is scaled
+        # to the size of the reconstruction gradient there (detached: a weight, not a loss).
+        last = self.components.vae.decoder.conv_out.weight
+        rec_grad = torch.autograd.grad(
+            rec + self.config.vae_perceptual_weight * perc, last, retain_graph=True
+        )[0]
+        adv_grad = torch.autograd.grad(adv, last, retain_graph=True)[0]
+        scale = (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+        weight = self.config.vae_adversarial_weight * scale
+        logs.update(adv=adv.item(), adv_weight=float(weight))
+        return loss + weight * adv, logs, recon
+
+    def _vae_adversarial_active(self) -> bool:
+        return self.vae_discriminator is not None and self.step >= self.config.vae_adversarial_start
+
+    def _vae_discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> float:
+        """One hinge step of stage 0's patch discriminator on ``(N, 3, S, S)`` images."""
+        assert self.vae_discriminator is not None and self.d_optimizer is not None
+        with self._autocast():
+            real_logits, _ = self.vae_discriminator(real)
+            fake_logits, _ = self.vae_discriminator(fake.detach())
+        loss = hinge_discriminator_loss([real_logits], [fake_logits])
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._all_reduce(list(self.vae_discriminator.parameters()))
+        self.d_optimizer.step()
+        return loss.item()
 
     def _diffusion_inputs(
         self,
@@ -959,7 +1027,7 @@ class Trainer:
         fake = None
         try:
             if cfg.stage == 0:
-                loss, logs = self._stage0_step(batch, generator)
+                loss, logs, fake = self._stage0_step(batch, generator)
             else:
                 loss, logs, fake = self._stage12_step(batch, generator)
             self.optimizer.zero_grad(set_to_none=True)
@@ -975,7 +1043,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.lr_scheduler.step()
-        if fake is not None and self.step >= cfg.gan_config.adversarial_start:
+        if fake is not None and cfg.stage == 0:
+            # b c f h w -> (b f) c h w, as the reconstructions
+            real = batch["target"].transpose(1, 2).flatten(0, 1)
+            logs["d_loss"] = self._vae_discriminator_step(real, fake)
+        elif fake is not None and self.step >= cfg.gan_config.adversarial_start:
             logs["d_loss"] = self._discriminator_step(batch, fake)
         self._update_ema()
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
