@@ -817,9 +817,14 @@ class Trainer:
             real_logits, _ = self.vae_discriminator(real)
             fake_logits, _ = self.vae_discriminator(fake.detach())
         loss = hinge_discriminator_loss([real_logits], [fake_logits])
+        return self._critic_update(self.vae_discriminator, loss)
+
+    def _critic_update(self, critic: nn.Module, loss: torch.Tensor) -> float:
+        """One optimiser step of a discriminator (stage 0's or stage 1's) on its loss."""
+        assert self.d_optimizer is not None
         self.d_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self._all_reduce(list(self.vae_discriminator.parameters()))
+        self._all_reduce(list(critic.parameters()))
         self.d_optimizer.step()
         return loss.item()
 
@@ -986,11 +991,7 @@ class Trainer:
         loss = hinge_discriminator_loss(real_logits, fake_logits)
         if reference.shape[0] > 1:
             loss = loss + F.relu(1.0 + wrong_logits[1].float()).mean()
-        self.d_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self._all_reduce(list(self.discriminator.parameters()))
-        self.d_optimizer.step()
-        return loss.item()
+        return self._critic_update(self.discriminator, loss)
 
     def _all_reduce(self, params: list[nn.Parameter] | list[torch.Tensor]) -> None:
         if not self.dist.enabled:
