@@ -11,15 +11,19 @@ Server-side request forgery: unless ``WEBHOOKS_ALLOW_PRIVATE_ADDRESSES`` is set 
 demo and the tests do, for receivers on localhost), a URL whose host is, or resolves to, a
 loopback, private, link-local, multicast or otherwise non-public address is refused when it is
 registered and again before every attempt (DNS answers change), and redirects are never followed,
-so a registered URL cannot be turned against the platform's own network. The check and the
-connection resolve the name separately: deployments that must also resist DNS rebinding route
-webhooks through an egress proxy.
+so a registered URL cannot be turned against the platform's own network. Each attempt resolves
+the name once and connects to the addresses it checked (TLS still verifies the certificate for
+the name, and ``Host`` still carries it), so a DNS answer that changes between the check and the
+connection (DNS rebinding) cannot redirect it. Where an HTTP(S) proxy from the environment
+applies to the URL, the proxy resolves the name and the connection goes to the proxy.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import secrets
@@ -62,7 +66,34 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+def _host_addresses(host: str) -> list[str]:
+    """``host``'s addresses: an IP literal as written, a name resolved once (empty if it fails)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return []
+    addresses: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+def _addresses_refusal(host: str, addresses: list[str]) -> str | None:
+    if settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is the local machine"
+    for address in addresses:
+        # IPv6 scope ids ("fe80::1%eth0") are not part of the address.
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            return f"{host} is, or resolves to, {address}, which is not a public address"
+    return None
 
 
 def webhook_url_refusal(url: str) -> str | None:
@@ -74,21 +105,69 @@ def webhook_url_refusal(url: str) -> str | None:
     if settings.WEBHOOKS_ALLOW_PRIVATE_ADDRESSES:
         return None
     host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is the local machine"
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
+    return _addresses_refusal(host, _host_addresses(host))
+
+
+def _connect_to(addresses: list[str], address: tuple[str, int], *args: Any) -> socket.socket:
+    """``socket.create_connection`` to the checked ``addresses`` instead of a new lookup."""
+    error: OSError = OSError(f"{address[0]} did not resolve to any address")
+    for candidate in addresses:
         try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            return None
-        # IPv6 scope ids ("fe80::1%eth0") are not part of the address.
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    for address in addresses:
-        if not address.is_global:
-            return f"{host} is, or resolves to, {address}, which is not a public address"
-    return None
+            return socket.create_connection((candidate, address[1]), *args)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+def _pinned(connection_class: type[http.client.HTTPConnection], addresses: list[str]) -> Any:
+    """``connection_class`` whose TCP connection goes to ``addresses`` (TLS checks the name)."""
+
+    def connection(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+        instance = connection_class(*args, **kwargs)
+        # http.client's one hook for how the socket is opened; everything else is unchanged.
+        instance._create_connection = functools.partial(_connect_to, addresses)  # type: ignore[attr-defined]
+        return instance
+
+    return connection
+
+
+class _PinnedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__()
+        self.addresses = addresses
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_pinned(http.client.HTTPConnection, self.addresses), req)
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__()
+        self.addresses = addresses
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        connection = _pinned(http.client.HTTPSConnection, self.addresses)
+        return self.do_open(connection, req, context=self._context)
+
+
+def _webhook_opener(url: str) -> tuple[urllib.request.OpenerDirector | None, str | None]:
+    """An opener for one attempt at ``url``, or ``None`` and why the URL is refused.
+
+    The name is resolved once here; the opener connects to the addresses that were checked.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    proxies = urllib.request.getproxies()
+    if parts.scheme in proxies and not urllib.request.proxy_bypass(host):
+        # The proxy connects; what the name resolves to here is only checked.
+        refusal = webhook_url_refusal(url)
+        return (None if refusal else urllib.request.build_opener(_NoRedirects)), refusal
+    addresses = _host_addresses(host)
+    refusal = _addresses_refusal(host, addresses)
+    if refusal is not None:
+        return None, refusal
+    pinned = (_PinnedHTTPHandler(addresses), _PinnedHTTPSHandler(addresses))
+    return urllib.request.build_opener(_NoRedirects, *pinned), None
 
 
 def webhook_endpoint_create(*, owner: User, url: str, acting_user: User) -> WebhookEndpoint:
@@ -191,13 +270,13 @@ def webhook_delivery_attempt(*, delivery_id: int, final: bool) -> None:
     )
     code: int | None = None
     error = ""
-    refusal = webhook_url_refusal(delivery.endpoint.url)
-    if refusal is not None:
+    opener, refusal = _webhook_opener(delivery.endpoint.url)
+    if opener is None:
         # Not retried: the address is the problem, not the receiver's availability.
         error, final = f"refused: {refusal}", True
     else:
         try:
-            with _opener.open(request, timeout=settings.WEBHOOK_TIMEOUT) as response:
+            with opener.open(request, timeout=settings.WEBHOOK_TIMEOUT) as response:
                 code = response.status
         except urllib.error.HTTPError as exc:
             code, error = exc.code, f"HTTP {exc.code}"
