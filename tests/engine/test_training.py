@@ -420,6 +420,27 @@ def test_reference_starts_noise_the_portrait_and_train_towards_the_target(
     assert torch.equal(again["epsilon"], plain["epsilon"])
 
 
+def test_train_timesteps_restrict_the_noise_levels_and_renormalise_the_loss(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    options = {"train_timesteps": [450, 451], "x0_weight_cap": 50.0}
+    trainer = Trainer(make_config(tmp_path / "a", **options), snapshot, show_progress=False)
+    batch = trainer._batch(0)
+    inputs = trainer._diffusion_inputs(batch, torch.Generator().manual_seed(3))
+    assert inputs["timesteps"].tolist() == [450, 450]
+    # Over one trained timestep the weights average to that timestep's own weight, so the
+    # capped loss is the plain mean squared error; over the whole schedule it would not be.
+    pred = torch.randn(inputs["epsilon"].shape, generator=torch.Generator().manual_seed(4))
+    plain_mse = torch.nn.functional.mse_loss(pred, inputs["epsilon"])
+    loss = trainer._diffusion_loss(pred, inputs["epsilon"], inputs["timesteps"])
+    assert torch.allclose(loss, plain_mse, rtol=1e-5)
+    whole = Trainer(make_config(tmp_path / "b", x0_weight_cap=50.0), snapshot, show_progress=False)
+    assert whole._diffusion_loss(pred, inputs["epsilon"], inputs["timesteps"]) < plain_mse / 2
+    # A step draws its timesteps from the window too (and trains).
+    logs = trainer.train_step()
+    assert torch.isfinite(torch.tensor(logs["diff"]))
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -427,6 +448,8 @@ def test_reference_starts_noise_the_portrait_and_train_towards_the_target(
         ({"reference_start_timesteps": [800, 800]}, r"must be \[low, high\).*got \[800, 800\]"),
         ({"reference_start_timesteps": [0, 500, 1000]}, "reference_start_timesteps must be"),
         ({"reference_start_timesteps": [-1, 10]}, "reference_start_timesteps must be"),
+        ({"train_timesteps": [500, 1001]}, r"train_timesteps must be \[low, high\)"),
+        ({"train_timesteps": [300, 200]}, "train_timesteps must be"),
     ],
 )
 def test_reference_start_options_are_checked(

@@ -173,6 +173,11 @@ class TrainingConfig:
         reference_start_timesteps: ``[low, high)`` training timesteps of those samples. Keep
             ``low`` high (strength 0.5 starts the pipeline near t = 500): near t = 0 the epsilon
             that bridges portrait and target is divided by sqrt(1 - abar) and becomes huge.
+        train_timesteps: ``[low, high)`` timesteps of every other sample (stages 1 and 2; the
+            whole schedule by default). A model that is only ever sampled below a ``strength``
+            (0.5 starts 20-step DDIM at t = 451) never runs the steps above it; fine-tuned on
+            ``[0, 500)`` it spends its capacity on the steps it runs, which the whole schedule
+            under ``x0_weight_cap`` gives less than a tenth of the loss's weight.
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
         vae_perceptual_weight: Stage 0 perceptual weight.
@@ -230,6 +235,7 @@ class TrainingConfig:
     reference_other_clip_probability: float = 0.0
     reference_start_probability: float = 0.0
     reference_start_timesteps: tuple[int, int] = (500, 1000)
+    train_timesteps: tuple[int, int] = (0, 1000)
     gan: dict[str, Any] = field(default_factory=dict)
     vae_kl_weight: float = 1e-6
     vae_perceptual_weight: float = 0.2
@@ -269,13 +275,13 @@ class TrainingConfig:
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
-        window = tuple(self.reference_start_timesteps)
-        if len(window) != 2 or not 0 <= window[0] < window[1] <= 1000:
-            raise ValueError(
-                "reference_start_timesteps must be [low, high) with 0 <= low < high <= 1000, "
-                f"got {list(window)}"
-            )
-        self.reference_start_timesteps = window  # type: ignore[assignment]
+        for name in ("reference_start_timesteps", "train_timesteps"):
+            window = tuple(getattr(self, name))
+            if len(window) != 2 or not 0 <= window[0] < window[1] <= 1000:
+                raise ValueError(
+                    f"{name} must be [low, high) with 0 <= low < high <= 1000, got {list(window)}"
+                )
+            setattr(self, name, window)
         # Checked now, not when the export writes them hours later (GenerationDefaultsError).
         check_generation_defaults(self.generation_defaults)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
@@ -851,7 +857,7 @@ class Trainer:
             flat = vae_encode(comps.vae, target.transpose(1, 2).flatten(0, 1))
             latents = flat.reshape(batch_size, num_frames, *flat.shape[1:]).transpose(1, 2)
         timesteps = torch.randint(
-            0, comps.noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator
+            *self.config.train_timesteps, (batch_size,), generator=generator
         ).to(self.device)
         noise = torch.randn(latents.shape, generator=generator).to(self.device)
         chosen = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
@@ -890,9 +896,10 @@ class Trainer:
             return diffusion_loss(pred, noise)
         alphas = self.components.noise_scheduler.alphas_cumprod.to(pred.device)
         weights = ((1 - alphas) / alphas).clamp(1.0, cap)  # (T,) per timestep
-        # mean over b of w_b * mse_b, normalised so that E_t[w] = 1
+        low, high = self.config.train_timesteps
+        # mean over b of w_b * mse_b, normalised so that E_t[w] = 1 over the trained timesteps
         per_sample = (pred.float() - noise.float()).pow(2).flatten(1).mean(dim=1)
-        return (weights[timesteps] * per_sample).mean() / weights.mean()
+        return (weights[timesteps] * per_sample).mean() / weights[low:high].mean()
 
     def _denoise(
         self,
