@@ -198,7 +198,7 @@ class ReferenceEncoding:
 
     Args:
         clip_embeds: CLIP image embedding ``(1, 1, D)``.
-        latents: Scaled VAE posterior mean of the generation crop ``(1, 4, h, w)``.
+        latents: Scaled VAE posterior mean of the generation crop ``(1, C, h, w)``.
         motion_tokens: Motion tokens of the reference face's motion crop, box ``(0, 0, 1)``:
             ``(1, 32, 16)`` (the unconditional branch's motion).
     """
@@ -638,8 +638,8 @@ class ReenactmentPipeline(DiffusionPipeline):
         """x_T for a run of frames.
 
         Args:
-            reference_latents: ``(1, 4, h, w)``.
-            noise: ``(1, 4, F, h, w)`` standard normal.
+            reference_latents: ``(1, C, h, w)`` (C: the VAE's latent channels).
+            noise: ``(1, C, F, h, w)`` standard normal.
             first_timestep: The first (largest) timestep.
             mode: ``"blurred_reference"`` (release): the reference latent, blurred, repeated over
                 the frames and noised to ``first_timestep`` with ``scheduler.add_noise``;
@@ -703,7 +703,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         windows averaged (both CFG halves), then guidance and one scheduler step over all frames.
 
         Args:
-            latents: x_T ``(1, 4, F, h, w)`` (float32 recommended; the forward casts).
+            latents: x_T ``(1, C, F, h, w)`` (float32 recommended; the forward casts).
             motion_tokens: Driving tokens ``(1, F, 32, 16)``.
             clip_embeds: Conditional CLIP token ``(1, 1, D)``.
             negative_motion_tokens: Unconditional tokens ``(1, 32, 16)`` or ``(1, F, 32, 16)``
@@ -718,7 +718,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             offsets: Called once per step for the window offset (``None``: always 0).
             eta: DDIM eta (0: deterministic).
             generator: For schedulers that draw noise in ``step``.
-            carry_in: Per-step latents ``(1, 4, K, h, w)`` forced onto the first ``K`` frames at
+            carry_in: Per-step latents ``(1, C, K, h, w)`` forced onto the first ``K`` frames at
                 the start of every step (the previous segment's trajectory).
             carry_out: Return the trajectory of the last ``carry_out`` frames (latents at the
                 start of every step).
@@ -727,7 +727,7 @@ class ReenactmentPipeline(DiffusionPipeline):
                 :class:`GenerationCancelled`.
 
         Returns:
-            The denoised latents ``(1, 4, F, h, w)`` and the carried-out trajectory.
+            The denoised latents ``(1, C, F, h, w)`` and the carried-out trajectory.
         """
         latents = latents.clone()  # carried frames are written in place
         device = latents.device
@@ -808,7 +808,7 @@ class ReenactmentPipeline(DiffusionPipeline):
     def decode_latents(
         self, latents: torch.Tensor, *, decode_chunk_size: int = DECODE_CHUNK_SIZE
     ) -> Iterator[np.ndarray]:
-        """Decode ``(1, 4, F, h, w)`` latents chunk by chunk into uint8 ``(n, H, W, 3)`` arrays.
+        """Decode ``(1, C, F, h, w)`` latents chunk by chunk into uint8 ``(n, H, W, 3)`` arrays.
 
         The SVD temporal decoder gets ``num_frames`` = the chunk length (chunks are independent,
         as in the release); a plain ``AutoencoderKL`` decodes frame-wise.
@@ -1192,6 +1192,8 @@ class ReenactmentPipeline(DiffusionPipeline):
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             timesteps = strength_timesteps(self.scheduler.timesteps, strength)
             latent_size = resolution // self.vae_scale_factor
+            # 4 for SVD's VAE; a widened preview model's VAE has more.
+            latent_channels = int(self.vae.config.latent_channels)
             lookahead = context_frames
             plan = (
                 plan_segments(total_frames, segment_frames, lookahead)
@@ -1228,7 +1230,7 @@ class ReenactmentPipeline(DiffusionPipeline):
                 noise = torch.stack(
                     [
                         randn_tensor(
-                            (1, 4, latent_size, latent_size),
+                            (1, latent_channels, latent_size, latent_size),
                             generator=generator,
                             device=device,
                             dtype=torch.float32,
@@ -1236,7 +1238,7 @@ class ReenactmentPipeline(DiffusionPipeline):
                         for _ in range(num_new)
                     ],
                     dim=2,
-                )  # (1, 4, f, h, w)
+                )  # (1, C, f, h, w)
                 new_latents = self.initial_latents(
                     encoding.latents.to(device),
                     noise,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -257,6 +259,42 @@ def expect_bad_input(
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial")]
+
+
+def widened_copy(model: Path, out: Path, channels: int) -> Path:
+    """A copy of ``model`` with ``channels`` latent channels, widened as the trainer's
+    ``init_widen_latent`` does (same function on the old channels)."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from reenactment.engine.networks import UNet2DReferenceModel, UNet3DDenoisingModel
+    from reenactment.engine.training.latent_expansion import widen_latent_state
+
+    shutil.copytree(model, out)
+    networks: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
+        ("vae", AutoencoderKLTemporalDecoder, ("latent_channels",)),
+        ("reference_unet", UNet2DReferenceModel, ("in_channels",)),
+        ("denoising_unet", UNet3DDenoisingModel, ("in_channels", "out_channels")),
+    )
+    for name, cls, keys in networks:
+        old = cls.from_pretrained(out / name)
+        new = cls.from_config({**old.config, **dict.fromkeys(keys, channels)})
+        new.load_state_dict(
+            widen_latent_state(name, old.state_dict(), new.state_dict(), 4, channels)
+        )
+        new.save_pretrained(out / name)
+    return out
+
+
+def test_a_model_with_more_latent_channels_animates(
+    media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The product pipeline draws its noise with the VAE's latent channels, not a fixed 4."""
+    wide = widened_copy(media / "model", tmp_path / "wide", 8)
+    out = tmp_path / "wide.mp4"
+    assert main([*animate(media, out, "--no-paste-back", "--quiet", model=wide)]) == 0
+    info = probe_video(out)
+    assert (info.width, info.height) == (64, 64) and info.frame_count == 12
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "make", "message"), BAD_DRIVING, ids=[b[0] for b in BAD_DRIVING])

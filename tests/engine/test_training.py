@@ -18,6 +18,7 @@ import torch
 from reenactment.engine.synthface import generate_dataset
 from reenactment.engine.training import (
     ClipIntegrityError,
+    InitialWeightsError,
     SnapshotStatusUnknownError,
     SnapshotWithdrawnError,
     Trainer,
@@ -759,6 +760,128 @@ def test_stage0_exports_only_networks_that_fit_its_latent_space(
     # The encoder retrained: the source's denoiser no longer fits, so only the VAE is exported.
     run("encoder", stage=0, init_from=str(tmp_path / "full"))
     assert held("encoder") == ["vae"]
+
+
+def test_widened_latent_computes_what_the_narrow_model_did(snapshot: Path, tmp_path: Path) -> None:
+    """``init_widen_latent`` + ``vae_encoder_train_channels_from``: a model trained on 4 latent
+    channels, widened to 6, animates exactly as before; stage 0 then trains only the new
+    channels' encoder rows and the decoder, and the export recalibrates only those channels."""
+    from reenactment.engine.training.components import ModelConfig
+    from reenactment.engine.training.sampling import reenact
+
+    narrow = Trainer(
+        make_config(tmp_path, output_dir=str(tmp_path / "narrow"), max_steps=1),
+        snapshot,
+        show_progress=False,
+    )
+    narrow.train()
+    wide_model = {
+        **TINY_MODEL,
+        "vae": {**TINY_MODEL["vae"], "latent_channels": 6},
+        "unet": {**TINY_MODEL["unet"], "in_channels": 6, "out_channels": 6},
+    }
+    options: dict[str, Any] = {
+        "stage": 0,
+        "model": wide_model,
+        "init_from": str(tmp_path / "narrow"),
+        "vae_train_encoder": False,
+        "vae_encoder_train_channels_from": 4,
+        "max_steps": 2,
+    }
+    # Without the option the shapes do not load (strictly), and the run says why.
+    with pytest.raises(InitialWeightsError, match="size mismatch"):
+        Trainer(make_config(tmp_path / "strict", **options), snapshot, show_progress=False)
+    wide = Trainer(
+        make_config(tmp_path / "wide", init_widen_latent=True, **options),
+        snapshot,
+        show_progress=False,
+    )
+    old, new = narrow.components, wide.components
+    images = wide._batch(0)["target"].transpose(1, 2).flatten(0, 1)
+    with torch.no_grad():
+        old_latents = old.vae.encode(images).latent_dist.mean
+        new_latents = new.vae.encode(images).latent_dist.mean
+        assert new_latents.shape[1] == 6
+        assert torch.equal(new_latents[:, :4], old_latents)
+        assert new_latents[:, 4:].abs().sum() > 0  # the new channels carry something
+        assert torch.allclose(
+            new.vae.decode(new_latents, num_frames=2).sample,
+            old.vae.decode(old_latents, num_frames=2).sample,
+            atol=1e-5,
+        )
+    reference = torch.rand(1, 3, 32, 32) * 2 - 1
+    driving = torch.rand(1, 3, 2, 32, 32) * 2 - 1
+    settings: dict[str, Any] = {"num_inference_steps": 3, "seed": 5}
+    assert torch.allclose(
+        reenact(new, reference, driving, **settings),
+        reenact(old, reference, driving, **settings),
+        atol=1e-4,
+    )
+
+    before = all_parameters(wide)
+    for _ in range(2):
+        wide.train_step()
+    moved = changed(before, all_parameters(wide))
+    assert "vae.encoder.conv_out.weight" in moved
+    assert all(k.startswith(("vae.decoder.", "vae.encoder.conv_out.")) for k in moved)
+    with torch.no_grad():
+        assert torch.equal(new.vae.encode(images).latent_dist.mean[:, :4], old_latents)
+    folder = wide.export()
+    assert folder is not None
+    # A complete model again (the UNets are the widened ones), and the old channels unscaled.
+    assert (folder / "denoising_unet").is_dir()
+    exported = load_model_folder(folder)
+    with torch.no_grad():
+        latents = exported.vae.encode(images).latent_dist.mean
+    assert torch.allclose(latents[:, :4], old_latents, atol=2e-3)  # float16 export
+    info = json.loads((folder / "training.json").read_text())
+    before_calibration = torch.tensor(info["vae_latent_stats_before_calibration"])
+    assert before_calibration.shape == (2, 6)
+
+    # Stage 1 on a retrained 6-channel autoencoder: the UNets widened from the narrow run, the
+    # VAE taken as it is; the denoiser starts by predicting zero noise for the new channels.
+    stage1 = Trainer(
+        make_config(
+            tmp_path / "s1",
+            model=wide_model,
+            init_from=str(tmp_path / "narrow"),
+            init_widen_latent=True,
+            init_overrides={"vae": str(folder)},
+        ),
+        snapshot,
+        show_progress=False,
+    )
+    denoiser = stage1.components.denoising_unet
+    assert denoiser.conv_out.weight.shape[0] == 6
+    assert not denoiser.conv_out.weight[4:].any() and denoiser.conv_out.weight[:4].any()
+    assert torch.isfinite(torch.tensor(stage1.train_step()["loss"]))
+
+    with pytest.raises(ValueError, match="vae_encoder_train_channels_from"):
+        make_config(tmp_path, stage=0, vae_encoder_train_channels_from=4)  # encoder trains
+    with pytest.raises(ValueError, match="latent channels but the UNet config"):
+        ModelConfig.from_dict({**TINY_MODEL, "vae": wide_model["vae"]})
+
+
+def test_widening_refuses_what_is_not_the_same_network_with_more_channels() -> None:
+    from reenactment.engine.training.latent_expansion import (
+        LatentExpansionError,
+        widen_latent_state,
+    )
+
+    old = {"conv_in.weight": torch.ones(8, 4, 3, 3)}
+    wide = {"conv_in.weight": torch.zeros(8, 6, 3, 3)}
+    widened = widen_latent_state("denoising_unet", old, wide, 4, 6)["conv_in.weight"]
+    assert widened[:, :4].eq(1).all() and not widened[:, 4:].any()
+    with pytest.raises(LatentExpansionError, match="must grow"):
+        widen_latent_state("denoising_unet", old, old, 4, 4)
+    with pytest.raises(LatentExpansionError, match="cannot be widened"):
+        widen_latent_state(
+            "denoising_unet", old, {"conv_in.weight": torch.zeros(16, 6, 3, 3)}, 4, 6
+        )
+    with pytest.raises(LatentExpansionError, match="cannot be widened"):
+        widen_latent_state("motion_encoder", old, wide, 4, 6)  # no latent input there
+    with pytest.raises(LatentExpansionError, match="parameters differ"):
+        widen_latent_state("denoising_unet", old, {**wide, "extra.bias": torch.zeros(2)}, 4, 6)
 
 
 def test_cli_refuses_an_init_folder_that_cannot_start_the_run(

@@ -105,6 +105,23 @@ class ModelConfig:
     motion_input_size: int = 64
     variant: str = "xnemo"
 
+    def __post_init__(self) -> None:
+        self._check_latent_channels()
+
+    def _check_latent_channels(self) -> None:
+        """A tiny VAE's latent channels must be what both UNets read and the denoiser predicts
+        (checked here, not as a shape error at the first training step)."""
+        if self.vae.get("type") != "tiny":
+            return
+        channels = int(self.vae.get("latent_channels", 4))
+        unet = {k: int(self.unet.get(k, 4)) for k in ("in_channels", "out_channels")}
+        if any(value != channels for value in unet.values()):
+            raise ValueError(
+                f"the VAE has {channels} latent channels but the UNet config has "
+                f"in_channels {unet['in_channels']} and out_channels {unet['out_channels']}; "
+                "set all three to the same number"
+            )
+
     @classmethod
     def official(cls, vae_path: str, image_encoder_path: str) -> ModelConfig:
         """Full-size networks; VAE and CLIP from local folders."""
@@ -155,6 +172,7 @@ class ModelConfig:
             if not hasattr(config, key):
                 raise ValueError(f"unknown model option {key!r}")
             setattr(config, key, value)
+        config._check_latent_channels()
         return config
 
     @classmethod

@@ -39,6 +39,7 @@ from ..loading import (
     split_denoising_state_dict,
 )
 from .components import Components
+from .latent_expansion import widen_latent_state
 
 PIPELINE_CLASS = "ReenactmentPipeline"
 MODEL_SUBFOLDERS = ("reference_unet", "denoising_unet", "motion_encoder", "vae", "image_encoder")
@@ -210,6 +211,8 @@ def load_model_folder_weights(
     source: str | os.PathLike[str],
     components: Components,
     names: Iterable[str] | None = None,
+    *,
+    widen_latent: bool = False,
 ) -> list[str]:
     """Load the weights of a model folder into existing networks (strictly); returns the names.
 
@@ -218,9 +221,14 @@ def load_model_folder_weights(
         components: Networks to fill (float32 parameters receive float16 files unchanged in
             value).
         names: Sub-folders to load (default: every one present).
+        widen_latent: The folder's networks may have fewer latent channels (its
+            ``vae/config.json``) than ``components``: widen them so they compute what they did
+            (:mod:`.latent_expansion`). Without it a different count fails the strict load.
     """
     folder = resolve_model_folder(source)
     wanted = list(names) if names is not None else list(MODEL_SUBFOLDERS)
+    old_channels = _folder_latent_channels(folder) if widen_latent else None
+    channels = int(components.vae.config.latent_channels) if widen_latent else None
     loaded = []
     for name in wanted:
         if name not in MODEL_SUBFOLDERS:
@@ -232,9 +240,21 @@ def load_model_folder_weights(
                 raise FileNotFoundError(f"{sub}: no weights")
             continue
         state = load_file(str(files[0]))
-        getattr(components, name).load_state_dict(state, strict=True)
+        network = getattr(components, name)
+        if old_channels is not None and channels is not None and old_channels != channels:
+            state = widen_latent_state(name, state, network.state_dict(), old_channels, channels)
+        network.load_state_dict(state, strict=True)
         loaded.append(name)
     return loaded
+
+
+def _folder_latent_channels(folder: Path) -> int:
+    """Latent channels of a model folder's networks (its VAE's config)."""
+    path = folder / "vae" / "config.json"
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["latent_channels"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: cannot read the latent channels to widen from ({exc})") from exc
 
 
 def load_model_folder(source: str | os.PathLike[str]) -> Components:

@@ -124,7 +124,7 @@ def reenact(
     ):
         module.eval()
     clip = encode_clip(components.image_encoder, reference)
-    ref_latent = vae_encode(components.vae, reference)  # (B, 4, h, w)
+    ref_latent = vae_encode(components.vae, reference)  # (B, C, h, w)
     motion = motion_condition(components, driving)
     neg_motion = motion_condition(components, reference)
     if neg_motion.ndim == 4 and motion.ndim == 5:

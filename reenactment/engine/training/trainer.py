@@ -132,6 +132,10 @@ class TrainingConfig:
         init_from: A run folder (its ``model/``) or model folder to start from (stage 1 after
             stage 0, stage 2 after stage 1).
         init_components: Which networks to take from ``init_from`` (default: all it holds).
+        init_widen_latent: The folders of ``init_from`` / ``init_overrides`` may have fewer latent
+            channels than ``model``: widen their networks so that they compute exactly what
+            they did, ignoring the new channels and predicting zero noise for them
+            (:mod:`.latent_expansion`).
         init_overrides: Networks to take from other run or model folders after ``init_from``,
             e.g. ``{"vae": "var/training/decoder_run"}`` (a VAE decoder fine-tuned separately).
         max_steps: Optimisation steps. 0 trains nothing: the run assembles ``init_from`` and
@@ -186,6 +190,12 @@ class TrainingConfig:
         vae_train_encoder: Stage 0 trains the encoder too. False fine-tunes only the decoder:
             the latent space stays fixed, so an improved decoder can replace the old one in models
             already trained on those latents (and no recalibration happens).
+        vae_encoder_train_channels_from: Stage 0 with ``vae_train_encoder`` false: also train
+            the encoder's output rows (posterior mean and log-variance) of the latent channels
+            from this index on - the only part of the encoder that trains - and recalibrate only
+            those channels at export. The channels below keep their exact values, so networks
+            trained on them stay valid: the second half of widening a latent space
+            (``init_widen_latent``).
         vae_adversarial_weight: Stage 0: weight of a patch discriminator's hinge loss on the
             reconstructions (0 disables), scaled each step as in taming-transformers' VQGAN by
             ``|grad rec| / |grad adv|`` at the decoder's last layer, so one weight holds whatever
@@ -217,6 +227,7 @@ class TrainingConfig:
     init_from: str | None = None
     init_components: list[str] | None = None
     init_overrides: dict[str, str] = field(default_factory=dict)
+    init_widen_latent: bool = False
     max_steps: int = 1000
     batch_size: int = 4
     frames: int = 2
@@ -241,6 +252,7 @@ class TrainingConfig:
     vae_perceptual_weight: float = 0.2
     vae_latent_noise: float = 0.0
     vae_train_encoder: bool = True
+    vae_encoder_train_channels_from: int | None = None
     vae_adversarial_weight: float = 0.0
     vae_adversarial_start: int = 0
     vae_discriminator_learning_rate: float = 2e-4
@@ -268,6 +280,13 @@ class TrainingConfig:
         if self.vae_adversarial_weight > 0 and self.stage != 0:
             # Stages 1 and 2 never decode with a trainable VAE: refuse rather than ignore it.
             raise ValueError("vae_adversarial_weight applies to stage 0 only")
+        if self.vae_encoder_train_channels_from is not None and (
+            self.stage != 0 or self.vae_train_encoder or self.vae_encoder_train_channels_from < 1
+        ):
+            raise ValueError(
+                "vae_encoder_train_channels_from needs stage 0 with vae_train_encoder false and "
+                "an index >= 1 (the channels below it stay fixed)"
+            )
         for name in (
             "cross_identity_probability",
             "reference_other_clip_probability",
@@ -531,6 +550,14 @@ class Trainer:
         for module in self._networks().values():
             guard_group_norm_backward(module)
         self.trainable = self._select_trainable()
+        #: ``(parameter, trained-rows mask, fixed rows' values)`` of a widened encoder's output.
+        self.fixed_rows: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
+        new_rows = self._new_latent_rows() if config.stage == 0 else None
+        if new_rows is not None:
+            conv_out = self.components.vae.encoder.conv_out
+            for param in (conv_out.weight, conv_out.bias):
+                rows = new_rows.to(param.device)
+                self.fixed_rows.append((param, rows, param.detach()[~rows].clone()))
         if config.gradient_checkpointing:
             for module in self._networks().values():
                 if getattr(module, "_supports_gradient_checkpointing", False):
@@ -593,7 +620,11 @@ class Trainer:
         from .export import load_model_folder_weights, resolve_model_folder
 
         try:
-            self.loaded_networks.update(load_model_folder_weights(source, self.components, names))
+            self.loaded_networks.update(
+                load_model_folder_weights(
+                    source, self.components, names, widen_latent=self.config.init_widen_latent
+                )
+            )
         except (OSError, RuntimeError, ValueError) as exc:
             # Missing folders or weights, and networks of another architecture (strict load).
             raise InitialWeightsError(f"cannot start from {source}: {exc}") from exc
@@ -628,10 +659,13 @@ class Trainer:
         if stage == 0:
             frozen_temporal = self.model_config.vae.get("type") == "tiny"
             encoder = self.config.vae_train_encoder
+            new_rows = self._new_latent_rows()
 
             def vae_part(name: str) -> bool:
                 if frozen_temporal and is_vae_temporal_parameter(name):
                     return False
+                if new_rows is not None and name.startswith("encoder.conv_out."):
+                    return True
                 return encoder or name.startswith("decoder.")
 
             take("vae", comps.vae, vae_part)
@@ -649,6 +683,30 @@ class Trainer:
         if not trainable:
             raise ValueError(f"stage {stage} has no trainable parameters in this model")
         return trainable
+
+    def _new_latent_rows(self) -> torch.Tensor | None:
+        """``vae_encoder_train_channels_from``: a mask over the encoder's output rows
+        ``[mean (C), log-variance (C)]``, true for the rows that train."""
+        start = self.config.vae_encoder_train_channels_from
+        if start is None:
+            return None
+        channels = int(self.components.vae.config.latent_channels)
+        if start >= channels:
+            raise ValueError(
+                f"vae_encoder_train_channels_from {start}: the VAE has only {channels} latent "
+                "channels"
+            )
+        rows = torch.zeros(2 * channels, dtype=torch.bool)
+        rows[start:channels] = True
+        rows[channels + start :] = True
+        return rows
+
+    def _hold_fixed_latent_rows(self) -> None:
+        """Give the fixed rows of ``vae_encoder_train_channels_from`` back their values after an
+        optimiser step (their gradients are zeroed first, so only weight decay moved them)."""
+        for param, rows, values in self.fixed_rows:
+            with torch.no_grad():
+                param[~rows] = values
 
     def _train_modes(self) -> None:
         stage = self.config.stage
@@ -1043,6 +1101,9 @@ class Trainer:
         finally:
             clear_reference_banks(self.components.denoising_unet)
         params = [p for _, p in self.trainable]
+        for param, rows, _ in self.fixed_rows:
+            if param.grad is not None:
+                param.grad[~rows] = 0.0
         self._all_reduce(params)
         if cfg.max_grad_norm > 0:
             self.scaler.unscale_(self.optimizer)
@@ -1050,6 +1111,7 @@ class Trainer:
             logs["grad_norm"] = float(norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._hold_fixed_latent_rows()
         self.lr_scheduler.step()
         if fake is not None and cfg.stage == 0:
             # b c f h w -> (b f) c h w, as the reconstructions
@@ -1133,7 +1195,7 @@ class Trainer:
                 param.copy_(backup[name])
 
     @torch.no_grad()
-    def calibrate_vae(self, batches: int = 8) -> torch.Tensor:
+    def calibrate_vae(self, batches: int = 8, channels_from: int = 0) -> torch.Tensor:
         """Rescale the tiny VAE's latent channels (stage 0), exactly.
 
         With the per-channel std ``s`` of the posterior means over a few batches, the encoder is
@@ -1141,7 +1203,8 @@ class Trainer:
         shifted) and ``decoder.conv_in`` absorbs the inverse factor, so reconstructions are
         unchanged (up to float rounding) while ``0.18215 * latent`` gets unit variance per
         channel. The mean is not shifted: with the zero padding of ``conv_in`` a shift would not
-        be exactly invertible at the borders.
+        be exactly invertible at the borders. Channels below ``channels_from`` keep their scale
+        (``vae_encoder_train_channels_from``: networks were trained on them).
 
         Returns:
             The ``(mean, std)`` of ``0.18215 * latent`` measured before calibration, ``(2, C)``.
@@ -1157,6 +1220,8 @@ class Trainer:
         mean = latents.mean(dim=(0, 2, 3))
         std = latents.std(dim=(0, 2, 3)).clamp_min(1e-6)
         gain = 1.0 / (std * LATENT_SCALE)  # z' = gain * z
+        # Channels other networks were trained on keep their scale (widened latents).
+        gain[:channels_from] = 1.0
         channels = mean.numel()
         quant = vae.quant_conv
         quant.weight[:channels] *= gain[:, None, None, None]
@@ -1220,8 +1285,9 @@ class Trainer:
                     },
                 ],
             }
-            if self.config.stage == 0 and self.config.vae_train_encoder:
-                stats = self.calibrate_vae()
+            new_channels = self.config.vae_encoder_train_channels_from
+            if self.config.stage == 0 and (self.config.vae_train_encoder or new_channels):
+                stats = self.calibrate_vae(channels_from=new_channels or 0)
                 info["vae_latent_stats_before_calibration"] = stats.tolist()
             dtype = torch.float16 if self.config.export_dtype == "float16" else None
             networks = self.exported_networks()
