@@ -227,8 +227,12 @@ def load_model_folder_weights(
     """
     folder = resolve_model_folder(source)
     wanted = list(names) if names is not None else list(MODEL_SUBFOLDERS)
-    old_channels = _folder_latent_channels(folder) if widen_latent else None
-    channels = int(components.vae.config.latent_channels) if widen_latent else None
+    # (folder's latent channels, the networks') when widening
+    widen = (
+        (_folder_latent_channels(folder), int(components.vae.config.latent_channels))
+        if widen_latent
+        else None
+    )
     loaded = []
     for name in wanted:
         if name not in MODEL_SUBFOLDERS:
@@ -241,8 +245,8 @@ def load_model_folder_weights(
             continue
         state = load_file(str(files[0]))
         network = getattr(components, name)
-        if old_channels is not None and channels is not None and old_channels != channels:
-            state = widen_latent_state(name, state, network.state_dict(), old_channels, channels)
+        if widen is not None and widen[0] != widen[1]:
+            state = widen_latent_state(name, state, network.state_dict(), *widen)
         network.load_state_dict(state, strict=True)
         loaded.append(name)
     return loaded

@@ -14,9 +14,10 @@ would mean training every network again. Instead, a model trained on ``C`` chann
 * VAE decoder, both UNets' ``conv_in``: the new input channels get zero weights (ignored).
 * Denoising UNet ``conv_out``: the new output channels are zero (predicted noise 0).
 
-Stage 0 then trains only the new encoder rows and the decoder
-(``vae_encoder_train_channels_from``), so the old channels - and the denoiser trained on them -
-stay valid, and stage 1 teaches the UNets to use and predict the new channels.
+Stage 0 then trains either only the new encoder rows and the decoder
+(``vae_encoder_train_channels_from``: the old channels, and the denoiser trained on them, stay
+valid) or the whole autoencoder (a new latent space), and stage 1 teaches the UNets to use and
+predict the new channels.
 """
 
 from __future__ import annotations
@@ -142,14 +143,8 @@ def _only_latent_dimension_grows(
     return all(a == b for i, (a, b) in enumerate(zip(old.shape, new.shape)) if i != dim)
 
 
-def latent_channels_of_state(state: Mapping[str, torch.Tensor]) -> int:
-    """Latent channels of a VAE state dict (``decoder.conv_in`` input channels)."""
-    return int(state["decoder.conv_in.weight"].shape[1])
-
-
 __all__ = [
     "LATENT_DIMENSIONS",
     "LatentExpansionError",
-    "latent_channels_of_state",
     "widen_latent_state",
 ]

@@ -552,7 +552,7 @@ class Trainer:
         self.trainable = self._select_trainable()
         #: ``(parameter, trained-rows mask, fixed rows' values)`` of a widened encoder's output.
         self.fixed_rows: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
-        new_rows = self._new_latent_rows() if config.stage == 0 else None
+        new_rows = self._new_latent_rows()
         if new_rows is not None:
             conv_out = self.components.vae.encoder.conv_out
             for param in (conv_out.weight, conv_out.bias):
@@ -659,12 +659,12 @@ class Trainer:
         if stage == 0:
             frozen_temporal = self.model_config.vae.get("type") == "tiny"
             encoder = self.config.vae_train_encoder
-            new_rows = self._new_latent_rows()
+            new_rows = self.config.vae_encoder_train_channels_from is not None
 
             def vae_part(name: str) -> bool:
                 if frozen_temporal and is_vae_temporal_parameter(name):
                     return False
-                if new_rows is not None and name.startswith("encoder.conv_out."):
+                if new_rows and name.startswith("encoder.conv_out."):
                     return True
                 return encoder or name.startswith("decoder.")
 
