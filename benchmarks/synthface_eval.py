@@ -40,14 +40,17 @@ Usage::
 
 ``--vae-floor`` adds, per model, the score of its VAE's round trip of the targets (encode,
 decode): no sampler can beat the autoencoder it decodes with. ``--vae NAME=FOLDER`` scores an
-autoencoder alone (e.g. a stage-0 run, whose export holds nothing else).
+autoencoder alone (e.g. a stage-0 run, whose export holds nothing else). Either adds a second
+row, the round trip through the detail refiner with each case's portrait, for a folder that has
+a refiner (the model's own sampling uses it unless ``refine=no``).
 
 A model may carry its own sampler settings, e.g. the preview model with the settings its folder
 recommends, next to the release's sampling::
 
     --model preview=reenactment/engine/preview_model \
     --model preview-recommended=reenactment/engine/preview_model,defaults \
-    --model v0-at-half-strength=OLD_FOLDER,strength=0.5,init=reference,guidance=1.5
+    --model v0-at-half-strength=OLD_FOLDER,strength=0.5,init=reference,guidance=1.5 \
+    --model unrefined=reenactment/engine/preview_model,defaults,refine=no
 """
 
 from __future__ import annotations
@@ -216,8 +219,9 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
     """``NAME=FOLDER[,key=value...]`` -> name, folder, sampler settings.
 
     Keys: ``steps``, ``guidance``, ``strength``, ``init`` (``blurred_reference`` / ``reference``),
-    ``color`` (``none`` / ``reference``: the pipeline's ``color_match``), and the bare word
-    ``defaults`` (the folder's ``_generation_defaults``, under what is given).
+    ``color`` (``none`` / ``reference``: the pipeline's ``color_match``), ``refine`` (``yes`` /
+    ``no``: the pipeline's ``refine_details``, for a model with a detail refiner), and the bare
+    word ``defaults`` (the folder's ``_generation_defaults``, under what is given).
     """
     from reenactment.engine.training.export import (
         MODEL_SUBFOLDERS,
@@ -240,8 +244,13 @@ def parse_model_spec(spec: str, steps: int, guidance: float) -> tuple[str, str, 
         "strength": ("strength", float),
         "init": ("initial_latents", str),
         "color": ("color_match", str),
+        "refine": ("refine_details", lambda value: value == "yes"),
     }
-    choices = {"init": SAMPLER_INITIAL_LATENTS, "color": COLOR_MATCH_MODES}
+    choices = {
+        "init": SAMPLER_INITIAL_LATENTS,
+        "color": COLOR_MATCH_MODES,
+        "refine": ("yes", "no"),
+    }
     for option in options:
         if option == "defaults":
             settings.update(recommended_sampler_settings(folder))
@@ -269,11 +278,17 @@ def _to_uint8(frames: torch.Tensor) -> list[np.ndarray]:
 
 def load_vae_only(spec: str) -> tuple[str, Any]:
     """``--vae NAME=FOLDER``: the autoencoder of a model or run folder (a stage-0 run's export
-    holds nothing else), as ``(name, object with .vae)`` for :func:`vae_round_trip`."""
+    holds nothing else), and its detail refiner when it has one, as ``(name, object with .vae
+    and .detail_refiner)`` for :func:`vae_round_trip`."""
     from types import SimpleNamespace
 
+    from reenactment.engine.loading import DETAIL_REFINER
     from reenactment.engine.training import load_model_folder_weights
-    from reenactment.engine.training.components import build_vae
+    from reenactment.engine.training.components import (
+        ModelConfig,
+        build_detail_refiner,
+        build_vae,
+    )
     from reenactment.engine.training.export import resolve_model_folder
 
     name, sep, folder = spec.partition("=")
@@ -282,16 +297,25 @@ def load_vae_only(spec: str) -> tuple[str, Any]:
             raise FileNotFoundError("expected NAME=FOLDER")
         resolved = resolve_model_folder(folder)
         info = json.loads((resolved / "training.json").read_text(encoding="utf-8"))
-        holder = SimpleNamespace(vae=build_vae(info["model_config"]["vae"]))
-        load_model_folder_weights(resolved, holder, ["vae"])  # type: ignore[arg-type]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+        holder = SimpleNamespace(vae=build_vae(info["model_config"]["vae"]), detail_refiner=None)
+        networks = ["vae"]
+        if (resolved / DETAIL_REFINER).is_dir():
+            holder.detail_refiner = build_detail_refiner(ModelConfig(**info["model_config"]))
+            networks.append(DETAIL_REFINER)
+        load_model_folder_weights(resolved, holder, networks)  # type: ignore[arg-type]
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as exc:
         raise SystemExit(f"--vae {spec!r}: {exc}") from None
     holder.vae.eval()
+    if holder.detail_refiner is not None:
+        holder.detail_refiner.eval()
     return name, holder
 
 
-def vae_round_trip(components: Any, cases: list[Case], batch: int) -> list[np.ndarray]:
-    """The targets encoded and decoded by the model's VAE: the best any sampler could do."""
+def vae_round_trip(
+    components: Any, cases: list[Case], batch: int, *, refine: bool = False
+) -> list[np.ndarray]:
+    """The targets encoded and decoded by the model's VAE: the best any sampler could do (with
+    ``refine``, then through its detail refiner with each case's portrait, as generation does)."""
     from reenactment.engine.training.components import vae_decode, vae_encode
 
     outputs = []
@@ -304,6 +328,11 @@ def vae_round_trip(components: Any, cases: list[Case], batch: int) -> list[np.nd
             decoded = vae_decode(
                 components.vae, vae_encode(components.vae, flat), num_frames=frames
             ).clamp(-1, 1)
+            if refine:
+                # b h w c -> (b f) c h w: each frame with its case's portrait
+                portraits = torch.cat([_to_unit(c.reference[None]) for c in chunk]) * 2 - 1
+                portraits = portraits.repeat_interleave(frames, dim=0)
+                decoded = components.detail_refiner(decoded, portraits).clamp(-1, 1)
             # (b f) c h w -> b c f h w
             clips = decoded.reshape(len(chunk), frames, *decoded.shape[1:]).transpose(1, 2)
             outputs += _to_uint8(clips)
@@ -592,12 +621,14 @@ def main(argv: list[str] | None = None) -> int:
         rows[name]["seconds_per_case"] = timing[name]
         descriptors[name] = descriptor_shares(components, args.size)
         if args.vae_floor:
-            floor = vae_round_trip(components, cases, args.batch)
-            rows[f"{name}: VAE round trip of the target"] = scored(floor)
+            autoencoders.append((name, components))
     for name, holder in autoencoders:
         print(f"autoencoder {name} ...", flush=True)
         round_trip = vae_round_trip(holder, cases, args.batch)
         rows[f"{name}: VAE round trip of the target"] = scored(round_trip)
+        if holder.detail_refiner is not None:
+            refined = vae_round_trip(holder, cases, args.batch, refine=True)
+            rows[f"{name}: VAE round trip + detail refiner"] = scored(refined)
     table = markdown_table(rows)
     print()
     print(

@@ -43,6 +43,7 @@ PARAMETER_FIELDS = {
     "strength": serializers.FloatField(min_value=0.05, max_value=1.0, required=False),
     "initial_latents": serializers.ChoiceField(choices=list(INITIAL_LATENTS_MODES), required=False),
     "color_match": serializers.ChoiceField(choices=list(COLOR_MATCH_MODES), required=False),
+    "refine_details": serializers.BooleanField(required=False),
 }
 
 

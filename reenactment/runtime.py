@@ -112,6 +112,14 @@ def generation_defaults(model_version: Any) -> dict[str, Any]:
     return read_generation_defaults(model_version_folder_path(model_version))
 
 
+def generation_refiner_size(model_version: Any) -> int | None:
+    """The generation size the model's detail refiner needs (None: the model has none)."""
+    from governance.services.registry import model_version_folder_path
+    from reenactment.engine.loading import read_detail_refiner_size
+
+    return read_detail_refiner_size(model_version_folder_path(model_version))
+
+
 def generation_tile(model_version: Any) -> int | None:
     """The pixel multiple the model's generation size must be (None: unknown, see
     ``read_vae_scale_factor``)."""

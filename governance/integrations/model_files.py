@@ -11,7 +11,8 @@ Two folder layouts are understood:
   ``denoising_unet/``, ``motion_encoder/`` (each ``config.json`` + safetensors), and optionally
   ``image_encoder/``, ``vae/``, ``scheduler/``, ``model_index.json``, ``README.md``. Each of the
   three X-NeMo networks is built from its own ``config.json`` on the meta device and the file's
-  tensor names and shapes must match it exactly.
+  tensor names and shapes must match it exactly; so is a ``detail_refiner/`` that the index
+  names.
 * ``official_pth``: the four files of the official release (``xnemo_reference_unet``,
   ``xnemo_denoising_unet``, ``xnemo_temporal_module``, ``xnemo_motion_encoder``; ``.pth`` or
   the same content as ``.safetensors``), checked against the official network configuration,
@@ -208,17 +209,23 @@ def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
     from reenactment.engine.configs import GenerationDefaultsError, check_generation_defaults
     from reenactment.engine.demo_model import GENERATION_DEFAULTS_KEY
     from reenactment.engine.loading import (
+        DETAIL_REFINER,
         CheckpointError,
         compare_layouts,
         module_layout,
         network_class,
+        read_detail_refiner_size,
         read_layout,
         read_vae_scale_factor,
     )
 
     architecture: dict[str, Any] = {"layout": "xnemo_safetensors"}
     notes: list[str] = []
-    for name in SAFETENSORS_NETWORKS:
+    index = _json_object(folder / MODEL_INDEX) if (folder / MODEL_INDEX).is_file() else None
+    # The optional refiner is checked like the networks when the index names it (the pipeline
+    # loads it then, and would fail on a missing or mismatched one after the approvals).
+    refiner = [DETAIL_REFINER] if index is not None and DETAIL_REFINER in index else []
+    for name in (*SAFETENSORS_NETWORKS, *refiner):
         sub = folder / name
         config_path = sub / "config.json"
         weights = sorted(sub.glob("*.safetensors")) if sub.is_dir() else []
@@ -250,9 +257,8 @@ def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
             )
         architecture[name] = {k: v for k, v in config.items() if not k.startswith("_")}
     components = [n for n in SAFETENSORS_OPTIONAL if (folder / n).is_dir()]
-    architecture["components"] = [*SAFETENSORS_NETWORKS, *components]
-    if (folder / MODEL_INDEX).is_file():
-        index = _json_object(folder / MODEL_INDEX)
+    architecture["components"] = [*SAFETENSORS_NETWORKS, *components, *refiner]
+    if index is not None:
         if GENERATION_DEFAULTS_KEY in index:
             # Every job on the model starts from these: a value the pipeline refuses would fail
             # each job after its approvals, so the folder is refused here instead.
@@ -264,6 +270,17 @@ def _check_safetensors(folder: Path) -> tuple[dict[str, Any], list[str]]:
                 raise ModelFolderInvalidError(
                     f"{MODEL_INDEX} recommends settings the pipeline refuses: {exc}."
                 ) from exc
+            defaults = index[GENERATION_DEFAULTS_KEY]
+            refiner_size = read_detail_refiner_size(folder)
+            if (
+                refiner_size is not None
+                and defaults.get("refine_details", True)
+                and defaults.get("resolution", refiner_size) != refiner_size
+            ):
+                raise ModelFolderInvalidError(
+                    f"{MODEL_INDEX} recommends resolution {defaults['resolution']}, but the "
+                    f"model's detail refiner works at {refiner_size} px."
+                )
         architecture["model_index"] = index
     else:
         notes.append(f"no {MODEL_INDEX}: the pipeline needs the base models from elsewhere")

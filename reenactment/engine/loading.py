@@ -865,6 +865,10 @@ def read_generation_defaults(folder: PathLike) -> dict[str, Any]:
 #: Sub-folders of a complete model folder in our layout (``model_index.json`` beside them).
 MODEL_COMPONENTS = (*SUBFOLDERS, "image_encoder", "vae", "scheduler")
 
+#: The optional network of our layout, loaded only when ``model_index.json`` names it (see
+#: :class:`~reenactment.engine.networks.ReferenceDetailRefiner`).
+DETAIL_REFINER = "detail_refiner"
+
 
 def incomplete_model_reason(folder: PathLike, components: Sequence[str] = MODEL_COMPONENTS) -> str:
     """Why ``folder`` is not a complete model in our layout ("" when it is): the components it
@@ -894,6 +898,19 @@ def read_vae_scale_factor(folder: PathLike) -> int | None:
         return None
 
 
+def read_detail_refiner_size(folder: PathLike) -> int | None:
+    """The generation size a model folder's detail refiner works at; None when the folder has
+    none (or its config is unreadable: loading the model reports that)."""
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+        if not isinstance(index, dict) or DETAIL_REFINER not in index:
+            return None
+        config = json.loads((Path(folder) / DETAIL_REFINER / "config.json").read_text())
+        return int(config["sample_size"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def network_class(folder: PathLike, name: str) -> type[ModelMixin]:
     """The class ``model_index.json`` names for network ``name`` (the official one by default).
 
@@ -902,13 +919,17 @@ def network_class(folder: PathLike, name: str) -> type[ModelMixin]:
     diffusers ``ModelMixin``; anything else is refused with :class:`ModelIndexError`
     naming the entry.
     """
-    default = SUBFOLDERS[name]
+    return _indexed_network_class(folder, name) or SUBFOLDERS[name]
+
+
+def _indexed_network_class(folder: PathLike, name: str) -> type[ModelMixin] | None:
+    """The class the folder's ``model_index.json`` names for ``name`` (None: no index or entry)."""
     index_path = Path(folder) / "model_index.json"
     if not index_path.is_file():
-        return default
+        return None
     entry = _read_json_object(index_path, "model index").get(name)
     if entry is None:
-        return default
+        return None
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
         raise ModelIndexError(
             f"{index_path}: entry {name!r} must be [module, class], got {entry!r}"
@@ -930,6 +951,24 @@ def network_class(folder: PathLike, name: str) -> type[ModelMixin]:
             f"{index_path}: {name} names {module_name}.{class_name}, which is not a network"
         )
     return cls
+
+
+def load_detail_refiner(
+    folder: PathLike,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> ModelMixin | None:
+    """The model folder's reference-guided detail refiner, or None when its index names none
+    (the official release and most models have none; see
+    :class:`~reenactment.engine.networks.ReferenceDetailRefiner`)."""
+    cls = _indexed_network_class(folder, DETAIL_REFINER)
+    if cls is None:
+        return None
+    sub = _model_folder(Path(folder) / DETAIL_REFINER, None, "detail refiner")
+    model = cls.from_pretrained(sub, local_files_only=True)  # type: ignore[call-arg]
+    _cast(model, device, dtype)
+    return model.eval()
 
 
 def load_xnemo_model(
@@ -1087,6 +1126,7 @@ def _read_json_object(path: PathLike, what: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "DETAIL_REFINER",
     "MODEL_COMPONENTS",
     "incomplete_model_reason",
     "CHECKPOINT_SUFFIXES",
@@ -1118,6 +1158,7 @@ __all__ = [
     "is_temporal_key",
     "load_checksum_manifest",
     "load_clip_image_encoder",
+    "load_detail_refiner",
     "load_denoising_unet",
     "load_motion_encoder",
     "load_official_checkpoints",

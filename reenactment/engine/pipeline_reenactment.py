@@ -96,6 +96,7 @@ from .loading import incomplete_model_reason, vae_scale_factor
 from .networks import (
     CompactMotionEncoder,
     MotionEncoder,
+    ReferenceDetailRefiner,
     UNet2DReferenceModel,
     UNet3DDenoisingModel,
     clear_reference_banks,
@@ -384,12 +385,15 @@ class ReenactmentPipeline(DiffusionPipeline):
         denoising_unet: Video denoiser with motion and temporal modules.
         motion_encoder: Face crop + box parameters -> motion tokens.
         scheduler: A diffusers scheduler; DDIM with the release's config by default.
+        detail_refiner: Optional :class:`~reenactment.engine.networks.ReferenceDetailRefiner`
+            (the release has none): restores the portrait's details in every decoded frame.
 
     An instance runs one call at a time (the reference features live inside its denoiser); a
     second concurrent call raises ``RuntimeError``. Load one pipeline per worker process.
     """
 
     _callback_tensor_inputs = ["latents", "noise_pred"]
+    _optional_components = ["detail_refiner"]
 
     # Set by ``register_modules``; declared for type checkers.
     vae: AutoencoderKLTemporalDecoder
@@ -398,6 +402,7 @@ class ReenactmentPipeline(DiffusionPipeline):
     denoising_unet: UNet3DDenoisingModel
     motion_encoder: MotionEncoder | CompactMotionEncoder
     scheduler: Any  # a diffusers scheduler: set_timesteps / scale_model_input / step / add_noise
+    detail_refiner: ReferenceDetailRefiner | None
 
     def __init__(
         self,
@@ -407,6 +412,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         denoising_unet: UNet3DDenoisingModel,
         motion_encoder: MotionEncoder | CompactMotionEncoder,
         scheduler: SchedulerMixin,
+        detail_refiner: ReferenceDetailRefiner | None = None,
     ) -> None:
         super().__init__()
         self.register_modules(
@@ -416,6 +422,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             denoising_unet=denoising_unet,
             motion_encoder=motion_encoder,
             scheduler=scheduler,
+            detail_refiner=detail_refiner,
         )
         self.vae_scale_factor = vae_scale_factor(self.vae.config)
         self._interrupt = False
@@ -439,7 +446,8 @@ class ReenactmentPipeline(DiffusionPipeline):
 
         * ours: ``model_index.json`` plus ``reference_unet/``, ``denoising_unet/``,
           ``motion_encoder/``, ``image_encoder/``, ``vae/`` and ``scheduler/`` (each written by
-          ``save_pretrained``), e.g. from :func:`reenactment.engine.demo_model.build_tiny_model`;
+          ``save_pretrained``), e.g. from :func:`reenactment.engine.demo_model.build_tiny_model`,
+          and ``detail_refiner/`` when the index names one;
         * the release's ``pretrained_weights/``: the four ``xnemo_*.pth`` (or ``.safetensors``)
           files next to ``sd-image-variations-diffusers/`` (its ``image_encoder`` and
           ``unet/config.json``) and ``stable-video-diffusion-img2vid-xt/`` (its ``vae``).
@@ -473,6 +481,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             OFFICIAL_FILES,
             ModelFolderNotFoundError,
             load_clip_image_encoder,
+            load_detail_refiner,
             load_official_checkpoints,
             load_svd_vae,
             load_unet_config_file,
@@ -485,6 +494,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             decode_dtype = _resolve_dtype(vae_dtype, device)
         if not folder.is_dir():
             raise ModelFolderNotFoundError(f"model folder not found: {folder}")
+        detail_refiner = None
         index_path = folder / "model_index.json"
         if index_path.is_file():
             try:
@@ -500,6 +510,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             image_encoder = load_clip_image_encoder(folder, dtype=model_dtype, device=device)
             vae = load_svd_vae(folder, dtype=decode_dtype, device=device)
             scheduler = _load_scheduler(folder / "scheduler", index.get("scheduler"))
+            detail_refiner = load_detail_refiner(folder, dtype=decode_dtype, device=device)
         elif any(
             (folder / Path(name).with_suffix(suffix).name).is_file()
             for name in OFFICIAL_FILES
@@ -531,6 +542,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             denoising_unet=networks.denoising_unet,
             motion_encoder=networks.motion_encoder,
             scheduler=scheduler,
+            detail_refiner=detail_refiner,
         )
 
     # -- state ---------------------------------------------------------------------------------
@@ -806,12 +818,18 @@ class ReenactmentPipeline(DiffusionPipeline):
     # -- decoding ------------------------------------------------------------------------------
 
     def decode_latents(
-        self, latents: torch.Tensor, *, decode_chunk_size: int = DECODE_CHUNK_SIZE
+        self,
+        latents: torch.Tensor,
+        *,
+        decode_chunk_size: int = DECODE_CHUNK_SIZE,
+        refiner_features: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[np.ndarray]:
         """Decode ``(1, C, F, h, w)`` latents chunk by chunk into uint8 ``(n, H, W, 3)`` arrays.
 
         The SVD temporal decoder gets ``num_frames`` = the chunk length (chunks are independent,
-        as in the release); a plain ``AutoencoderKL`` decodes frame-wise.
+        as in the release); a plain ``AutoencoderKL`` decodes frame-wise. With
+        ``refiner_features`` (:meth:`encode_refiner_reference`) the detail refiner restores the
+        portrait's details in each decoded chunk.
         """
         scale = getattr(self.vae.config, "scaling_factor", REFERENCE_LATENT_SCALE)
         # 1 c f h w -> f c h w
@@ -823,7 +841,25 @@ class ReenactmentPipeline(DiffusionPipeline):
                 images = self.vae.decode(chunk, num_frames=chunk.shape[0]).sample
             else:
                 images = self.vae.decode(chunk).sample
+            if refiner_features is not None:
+                assert self.detail_refiner is not None
+                images = self.detail_refiner(
+                    images.clamp(-1, 1).to(self.detail_refiner.dtype),
+                    reference_features=refiner_features,
+                )
             yield _as_uint8_frames(images)
+
+    def encode_refiner_reference(
+        self, reference: ReferenceFace, *, resolution: int
+    ) -> list[torch.Tensor] | None:
+        """The detail refiner's features of the portrait crop (None without a refiner)."""
+        if self.detail_refiner is None:
+            return None
+        crop = resize_rgb(reference.generation_crop, resolution)
+        pixels = self._to_unit_range(crop[None]).to(
+            self._execution_device, self.detail_refiner.dtype
+        )
+        return self.detail_refiner.encode_reference(pixels)
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -845,6 +881,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         output_path: PathLike | None,
         fps: Any,
         driving_is_path: bool,
+        refine_details: bool = False,
         choices: Mapping[str, tuple[Any, tuple[Any, ...]]] = {},  # noqa: B006 - read only
     ) -> None:
         """Raise :class:`PipelineInputError` for settings the pipeline cannot honour.
@@ -867,6 +904,18 @@ class ReenactmentPipeline(DiffusionPipeline):
             raise PipelineInputError(
                 f"resolution must be a positive multiple of {multiple}, got {resolution}"
             )
+        if not isinstance(refine_details, bool):
+            raise PipelineInputError(
+                f"refine_details must be true or false, got {refine_details!r}"
+            )
+        if refine_details and self.detail_refiner is not None:
+            refiner_size = int(self.detail_refiner.config["sample_size"])
+            if resolution != refiner_size:
+                raise PipelineInputError(
+                    f"this model's detail refiner works at {refiner_size} px: generate at "
+                    f"resolution {refiner_size}, or turn refine_details off to generate at "
+                    f"{resolution}"
+                )
         max_frames = _temporal_table_length(self.denoising_unet)
         if not 1 <= context_frames <= max_frames:
             raise PipelineInputError(
@@ -947,6 +996,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         paste_back: bool = False,
         feather: float = 0.12,
         color_match: Literal["none", "reference"] = "none",
+        refine_details: bool = True,
         face_backend: FaceBackend | str = "dlib",
         detect_every: int = 1,
         max_gap_seconds: float = 1.0,
@@ -1014,6 +1064,10 @@ class ReenactmentPipeline(DiffusionPipeline):
                 (:class:`~reenactment.engine.preprocessing.ColorMatch`, fitted on the first
                 decoded frames and held for the whole video), for small models whose colours
                 drift.
+            refine_details: Run the model's detail refiner on every decoded frame (before
+                ``color_match``), when the model folder has one: it restores details of the
+                portrait that the autoencoder's latent cannot hold. Ignored (and recorded as
+                false) for models without one, such as the release.
             face_backend: Face detector (name or instance) for the portrait and driving video.
             detect_every: Detect the driving face every N frames (boxes in between are
                 interpolated; release: every frame).
@@ -1060,6 +1114,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             output_path=output_path,
             fps=fps,
             driving_is_path=driving_is_path,
+            refine_details=refine_details,
             choices={
                 "initial_latents": (initial_latents, INITIAL_LATENTS_MODES),
                 "color_match": (color_match, COLOR_MATCH_MODES),
@@ -1070,6 +1125,8 @@ class ReenactmentPipeline(DiffusionPipeline):
         )
         if return_frames is None:
             return_frames = output_path is None
+        # What runs is what is recorded: a model without a refiner refines nothing.
+        refine_details = refine_details and self.detail_refiner is not None
         device = self._execution_device
         timings: dict[str, float] = {}
 
@@ -1151,6 +1208,11 @@ class ReenactmentPipeline(DiffusionPipeline):
             # 3. Reference encoding and the reference-UNet pass (once).
             mark = time.perf_counter()
             encoding = self.encode_reference(reference_face, resolution=resolution)
+            refiner_features = (
+                self.encode_refiner_reference(reference_face, resolution=resolution)
+                if refine_details
+                else None
+            )
             negative_tokens: torch.Tensor | None = None
             if do_cfg:
                 negative_tokens = (
@@ -1298,7 +1360,9 @@ class ReenactmentPipeline(DiffusionPipeline):
                 # 7. Decode the new frames and stream them out.
                 mark = time.perf_counter()
                 for chunk in self.decode_latents(
-                    latents[:, :, carried:], decode_chunk_size=decode_chunk_size
+                    latents[:, :, carried:],
+                    decode_chunk_size=decode_chunk_size,
+                    refiner_features=refiner_features,
                 ):
                     decoded_at = time.perf_counter()
                     timings["decode_s"] += decoded_at - mark
@@ -1467,6 +1531,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             "paste_back",
             "feather",
             "color_match",
+            "refine_details",
             "detect_every",
             "max_gap_seconds",
             "driving_max_side",
@@ -1490,6 +1555,7 @@ class ReenactmentPipeline(DiffusionPipeline):
             components={
                 name: f"{type(module).__module__}.{type(module).__name__}"
                 for name, module in self.components.items()
+                if module is not None
             },
         )
         return json.loads(json.dumps(parameters, default=_json_default))

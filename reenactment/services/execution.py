@@ -206,6 +206,7 @@ def _generation_parameters(job: RenderJob) -> dict[str, Any]:
         "strength",
         "initial_latents",
         "color_match",
+        "refine_details",
         "context_frames",
         "context_overlap",
         "detect_every",

@@ -233,15 +233,27 @@ def render_job_submit(
 def _resolution_assert_fits(*, model_version: Any, parameters: Mapping[str, Any]) -> None:
     """Refuse a requested generation size the model's autoencoder cannot tile, at submission
     rather than after two approvals (the API's range check cannot know the model)."""
-    from reenactment.runtime import generation_tile
+    from reenactment.runtime import generation_defaults, generation_refiner_size, generation_tile
 
     resolution = parameters.get("resolution")
-    tile = generation_tile(model_version) if resolution is not None else None
+    if resolution is None:
+        return
+    tile = generation_tile(model_version)
     if tile and resolution % tile:
         nearest = max(tile, round(resolution / tile) * tile)
         raise ApplicationError(
             f"This model generates at multiples of {tile} px; {resolution} is not one "
             f"(try {nearest}).",
+            code="resolution_unsupported",
+        )
+    refine = parameters.get(
+        "refine_details", generation_defaults(model_version).get("refine_details", True)
+    )
+    refiner_size = generation_refiner_size(model_version) if refine else None
+    if refiner_size and resolution != refiner_size:
+        raise ApplicationError(
+            f"This model's detail refiner works at {refiner_size} px; generate at "
+            f"{refiner_size}, or set refine_details to false to generate at {resolution}.",
             code="resolution_unsupported",
         )
 

@@ -386,6 +386,7 @@ def test_commands_are_registered() -> None:
             "strength": 1.0,
             "initial_latents": "blurred_reference",
             "color_match": "none",
+            "refine_details": True,
         }
     )
     args.steps = 4

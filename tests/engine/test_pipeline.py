@@ -699,3 +699,64 @@ def test_tiny_model_on_gpu(
     assert gpu.vae.dtype == torch.float16 and first.num_frames == 12
     for a, b in zip(first.frames, again.frames, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_detail_refiner_runs_on_every_decoded_frame_with_the_portrait(
+    pipe: ReenactmentPipeline, reference: ReferenceFace, driving_frames: list[DrivingFrame]
+) -> None:
+    """A model's detail refiner changes the decoded frames (before the colour match), only
+    when asked, is recorded, and refuses a resolution it was not built for."""
+    from reenactment.engine.networks import ReferenceDetailRefiner
+
+    torch.manual_seed(0)
+    refiner = ReferenceDetailRefiner(
+        sample_size=RESOLUTION,
+        channels=(8, 16),
+        attention_levels=(1,),
+        attention_heads=2,
+        norm_groups=4,
+    ).eval()
+    refined_pipe = ReenactmentPipeline(**{**pipe.components, "detail_refiner": refiner})
+    refined_pipe.set_progress_bar_config(disable=True)
+    frames = driving_frames[:4]
+    plain = run(pipe, reference, frames)
+    assert plain.parameters["refine_details"] is False  # no refiner, nothing refined
+    assert "detail_refiner" not in plain.parameters["components"]
+
+    # Untrained, the refiner is the identity: the same frames, but recorded as refined.
+    untrained = run(refined_pipe, reference, frames)
+    assert untrained.parameters["refine_details"] is True
+    assert untrained.parameters["components"]["detail_refiner"].endswith("ReferenceDetailRefiner")
+    for a, b in zip(plain.frames, untrained.frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    torch.nn.init.normal_(refiner.conv_out.weight, std=0.05)
+    refined = run(refined_pipe, reference, frames)
+    assert all(not np.array_equal(a, b) for a, b in zip(plain.frames, refined.frames, strict=True))
+    # Exactly the refiner applied to the plain decoded frames with the portrait's crop.
+    portrait = ReenactmentPipeline._to_unit_range(
+        resize_rgb(reference.generation_crop, RESOLUTION)[None]
+    )
+    decoded = ReenactmentPipeline._to_unit_range(np.stack(plain.frames))
+    with torch.no_grad():
+        expected = refiner(decoded, portrait)
+    expected_u8 = ((expected.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    got = torch.from_numpy(np.stack(refined.frames)).permute(0, 3, 1, 2)
+    # The decoded frames went through uint8 in between here, not in the pipeline.
+    assert (got.int() - expected_u8.int()).abs().float().mean() < 1.0
+    off = run(refined_pipe, reference, frames, refine_details=False)
+    assert off.parameters["refine_details"] is False
+    for a, b in zip(plain.frames, off.frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    with pytest.raises(PipelineInputError, match=f"works at {RESOLUTION} px"):
+        run(refined_pipe, reference, frames, resolution=2 * RESOLUTION)
+    with pytest.raises(PipelineInputError, match="refine_details must be true or false"):
+        run(refined_pipe, reference, frames, refine_details="yes")
+    # Without the refiner, another resolution is fine.
+    assert (
+        run(
+            refined_pipe, reference, frames[:2], resolution=2 * RESOLUTION, refine_details=False
+        ).num_frames
+        == 2
+    )

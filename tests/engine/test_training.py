@@ -38,6 +38,7 @@ from reenactment.engine.training.augmentations import (
 from reenactment.engine.training.components import small_unet_config
 from reenactment.engine.training.datasets import ClipDataset, SampleConfig
 from reenactment.engine.training.manifest import write_status_file
+from reenactment.engine.training.trainer import step_seed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREVIEW_MODEL = REPO_ROOT / "reenactment" / "engine" / "preview_model"
@@ -558,7 +559,7 @@ def test_stage0_adversarial_decoder_fine_tune(snapshot: Path, tmp_path: Path) ->
     )
     with pytest.raises(ValueError, match="vae_adversarial_weight"):
         make_config(tmp_path, stage=0, vae_adversarial_weight=-1.0)
-    with pytest.raises(ValueError, match="stage 0 only"):
+    with pytest.raises(ValueError, match="stages 0 and 3 only"):
         make_config(tmp_path, stage=1, vae_adversarial_weight=0.1)
 
 
@@ -1004,3 +1005,190 @@ def test_ddp_ranks_split_the_data_and_stay_in_sync(snapshot: Path, tmp_path: Pat
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert {k[0] for k in r0["keys"]}.isdisjoint({k[0] for k in r1["keys"]})
     assert torch.equal(r0["params"], r1["params"])
+
+
+TINY_REFINER: dict[str, Any] = {
+    "channels": [8, 16],
+    "attention_levels": [1],
+    "attention_heads": 2,
+    "norm_groups": 4,
+}
+
+
+def test_detail_refiner_is_the_identity_until_trained_and_reads_the_portrait() -> None:
+    from reenactment.engine.networks import ReferenceDetailRefiner
+
+    torch.manual_seed(0)
+    refiner = ReferenceDetailRefiner(sample_size=16, **TINY_REFINER).eval()
+    frames = torch.rand(3, 3, 16, 16) * 2 - 1
+    portrait = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(refiner(frames, portrait), frames)
+        torch.nn.init.normal_(refiner.conv_out.weight, std=0.1)
+        out = refiner(frames, portrait)
+        assert not torch.allclose(out, frames, atol=1e-3)
+        # The portrait's details are what it adds: another portrait, another result.
+        assert not torch.allclose(refiner(frames, torch.rand(1, 3, 16, 16) * 2 - 1), out)
+        # Cached portrait features, and one portrait per frame, give the same result.
+        features = refiner.encode_reference(portrait)
+        torch.testing.assert_close(refiner(frames, reference_features=features), out)
+        torch.testing.assert_close(refiner(frames, portrait.expand(3, -1, -1, -1)), out)
+        # Frames are refined independently of each other.
+        torch.testing.assert_close(refiner(frames[1:2], portrait), out[1:2])
+    with pytest.raises(ValueError, match=r"takes \(N, 3, 16, 16\)"):
+        refiner(torch.rand(1, 3, 32, 32), portrait)
+    with pytest.raises(ValueError, match="needs the portrait"):
+        refiner(frames)
+    with pytest.raises(ValueError, match="attention_levels"):
+        ReferenceDetailRefiner(sample_size=16, channels=(8, 16), attention_levels=(2,))
+
+
+def test_warping_refiner_moves_the_portraits_own_pixels() -> None:
+    """With ``warp`` the refiner blends in the portrait resampled along a predicted flow: the
+    identity until trained, the portrait itself at zero flow and a full mask, and the
+    portrait shifted by exactly the flow's offset."""
+    from reenactment.engine.networks import ReferenceDetailRefiner
+    from reenactment.engine.networks.detail_refiner import WARP_GATE_SCALE
+
+    torch.manual_seed(0)
+    refiner = ReferenceDetailRefiner(sample_size=16, warp=True, **TINY_REFINER).eval()
+    frames = torch.rand(2, 3, 16, 16) * 2 - 1
+    portrait = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(refiner(frames, portrait), frames)
+        refiner.warp_gate.fill_(1.0 / WARP_GATE_SCALE)
+        refiner.warp_out.bias[2] = 100.0  # the mask saturates at 1
+        torch.testing.assert_close(refiner(frames, portrait), portrait.expand(2, -1, -1, -1))
+        # A flow of two pixels to the right (in [-1, 1] units: 2 * 2 / 16) samples each output
+        # pixel from two columns further right.
+        refiner.warp_out.bias[0] = 4 / 16
+        shifted = refiner(frames, portrait)
+        torch.testing.assert_close(shifted[..., :-2], portrait[..., 2:].expand(2, -1, -1, -1))
+
+
+def test_stage3_trains_only_the_detail_refiner_and_exports_a_model_that_uses_it(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    """Stage 3 starts from a complete model, trains the refiner alone on the frozen
+    autoencoder's round trips, and exports that model plus the refiner; the benchmark's sampler,
+    the product pipeline and the model registry all pick the refiner up."""
+    from governance.integrations.model_files import model_folder_check
+    from reenactment.engine.pipeline_reenactment import ReenactmentPipeline
+    from reenactment.engine.training.export import MODEL_SUBFOLDERS
+    from reenactment.engine.training.sampling import reenact
+
+    full = Trainer(
+        make_config(tmp_path, output_dir=str(tmp_path / "full"), max_steps=1),
+        snapshot,
+        show_progress=False,
+    )
+    full.train()
+    options: dict[str, Any] = {
+        "stage": 3,
+        "model": {**TINY_MODEL, "detail_refiner": TINY_REFINER},
+        "init_from": str(tmp_path / "full"),
+        "refiner_latent_noise": 0.5,
+        "max_steps": 2,
+    }
+    trainer = Trainer(
+        make_config(tmp_path, output_dir=str(tmp_path / "refiner"), **options),
+        snapshot,
+        show_progress=False,
+    )
+    assert trainer.loaded_networks == set(MODEL_SUBFOLDERS)
+    before = all_parameters(trainer)
+    logs = trainer.train_step()
+    moved = changed(before, all_parameters(trainer))
+    assert moved and all(k.startswith("detail_refiner.") for k in moved)
+    # Its first step sees an untrained refiner: the identity, so no better than its input.
+    assert logs["rec"] == pytest.approx(logs["rec_input"], rel=1e-5)
+    logs = trainer.train_step()
+    assert logs["rec"] != pytest.approx(logs["rec_input"], rel=1e-5)
+    folder = trainer.export()
+    assert folder is not None
+    held = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    assert held == sorted([*MODEL_SUBFOLDERS, "scheduler", "detail_refiner"])
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["detail_refiner"] == [
+        "reenactment.engine.networks.detail_refiner",
+        "ReferenceDetailRefiner",
+    ]
+
+    components = load_model_folder(folder)
+    assert components.detail_refiner is not None
+    for name in MODEL_SUBFOLDERS:
+        expected = getattr(full.components, name).state_dict()
+        actual = getattr(components, name).state_dict()
+        assert all(torch.equal(expected[k], actual[k]) for k in expected), name
+    reference = torch.rand(1, 3, 32, 32) * 2 - 1
+    driving = torch.rand(1, 3, 2, 32, 32) * 2 - 1
+    source = reenact(full.components, reference, driving, num_inference_steps=2)
+    without = reenact(components, reference, driving, num_inference_steps=2, refine_details=False)
+    refined = reenact(components, reference, driving, num_inference_steps=2)
+    torch.testing.assert_close(without, source)
+    assert not torch.allclose(refined, source, atol=1e-4)
+
+    pipe = ReenactmentPipeline.from_model_folder(folder)
+    assert isinstance(pipe.detail_refiner, type(components.detail_refiner))
+    state = components.detail_refiner.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pipe.detail_refiner.state_dict().items())
+    assert ReenactmentPipeline.from_model_folder(tmp_path / "full" / "model").detail_refiner is None
+    architecture = model_folder_check(folder).architecture
+    assert "detail_refiner" in architecture["components"]
+
+    # Inputs from the model's own sampler: the first step's input is exactly what the sampler
+    # makes of the batch (the refiner is still the identity), and again only the refiner trains.
+    sampled = Trainer(
+        make_config(
+            tmp_path,
+            output_dir=str(tmp_path / "sampled"),
+            **{**options, "refiner_sampled_probability": 1.0, "refiner_latent_noise": 0.0},
+            generation_defaults={"num_inference_steps": 2, "strength": 0.5},
+        ),
+        snapshot,
+        show_progress=False,
+    )
+    batch = sampled._batch(0)
+    before = all_parameters(sampled)
+    logs = sampled.train_step()
+    assert logs["sampled"] == 1.0
+    assert changed(before, all_parameters(sampled)) == moved
+    # The step's generator draws whether to sample, then the sampler's seed.
+    generator = torch.Generator().manual_seed(step_seed(sampled.config.seed, 0, 0))
+    float(torch.rand((), generator=generator))
+    seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+    generated = reenact(
+        full.components,
+        batch["reference"],
+        batch["driving"],
+        num_inference_steps=2,
+        strength=0.5,
+        seed=seed,
+    )
+    expected = float((generated - batch["target"]).abs().mean())
+    assert logs["rec_input"] == pytest.approx(expected, rel=1e-5)
+    assert logs["rec"] == pytest.approx(logs["rec_input"], rel=1e-5)
+    with pytest.raises(ValueError, match="needs a trained model to sample from"):
+        Trainer(
+            make_config(
+                tmp_path, **{**options, "init_from": None, "refiner_sampled_probability": 0.5}
+            ),
+            snapshot,
+            show_progress=False,
+        )
+
+    # Refused before anything trains: a model without a refiner, the noise outside stage 3.
+    with pytest.raises(ValueError, match='set the model option "detail_refiner"'):
+        Trainer(make_config(tmp_path, stage=3), snapshot, show_progress=False)
+    with pytest.raises(ValueError, match="refiner_latent_noise"):
+        make_config(tmp_path, stage=1, refiner_latent_noise=0.1)
+    with pytest.raises(ValueError, match="must be the model's resolution"):
+        Trainer(
+            make_config(
+                tmp_path,
+                stage=3,
+                model={**TINY_MODEL, "detail_refiner": {**TINY_REFINER, "sample_size": 64}},
+            ),
+            snapshot,
+            show_progress=False,
+        )

@@ -140,6 +140,26 @@ def stored_outputs(media_root: Any) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+def register_demo_copy(
+    platform: Any, name: str, change: Callable[[Path, dict[str, Any]], None]
+) -> None:
+    """Register, as the platform's model, a copy of the demo model that ``change`` edited (its
+    folder and its ``model_index.json``, written back afterwards)."""
+    folder = Path(settings.MODELS_DIR) / name
+    shutil.copytree(Path(settings.MODELS_DIR) / "demo-tiny", folder, dirs_exist_ok=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    change(folder, index)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    platform.model = model_version_register(
+        name=name,
+        version="1",
+        folder=folder,
+        licence=platform.model.licence,
+        is_demonstration=True,
+        acting_user=platform.user(Role.DATA_STEWARD),
+    )
+
+
 def test_submit_approve_generate_and_verify_through_a_real_worker(platform, media_root):
     worker = platform.worker()
     job = submit(platform, color_match="reference")
@@ -266,24 +286,66 @@ def test_a_resolution_the_model_cannot_tile_is_refused_at_submission(platform, m
     assert not (media_root / "jobs").exists() or not any((media_root / "jobs").rglob("*.*"))
 
 
+def test_a_model_with_a_detail_refiner_runs_it_and_refuses_sizes_it_cannot_refine(
+    platform, media_root
+):
+    # The demo model plus a (perturbed, so it changes frames) detail refiner at its 64 px: the
+    # registry checks the refiner like the networks, a job asking for another size is refused
+    # at submission unless it turns the refiner off, and the worker runs it and records that.
+    import torch
+
+    from reenactment.engine.networks import ReferenceDetailRefiner
+
+    def add_refiner(folder: Path, index: dict[str, Any]) -> None:
+        torch.manual_seed(0)
+        refiner = ReferenceDetailRefiner(
+            sample_size=64,
+            channels=(8, 16),
+            attention_levels=(1,),
+            attention_heads=2,
+            norm_groups=4,
+        )
+        torch.nn.init.normal_(refiner.conv_out.weight, std=0.05)
+        refiner.save_pretrained(folder / "detail_refiner", safe_serialization=True)
+        index["detail_refiner"] = [
+            "reenactment.engine.networks.detail_refiner",
+            "ReferenceDetailRefiner",
+        ]
+
+    register_demo_copy(platform, "demo-tiny-refined", add_refiner)
+    assert "detail_refiner" in platform.model.architecture["components"]
+
+    response = submit_response(platform, resolution=128)
+    assert response.status_code == 400, response.content
+    body = response.json()["error"]
+    assert body["code"] == "resolution_unsupported", body
+    assert "detail refiner works at 64 px" in body["message"], body
+    assert not RenderJob.objects.exists()
+    assert submit_response(platform, resolution=128, refine_details=False).status_code == 201
+
+    worker = platform.worker()
+    job_id = submit(platform)["id"]
+    approve_all(platform, job_id)
+    done = {S.PUBLISHED, S.QUARANTINED, S.FAILED, S.REJECTED}
+    wait_for(lambda: job_status(job_id) in done, 240, "the chain to finish", worker)
+    job = RenderJob.objects.get(pk=job_id)
+    assert job.status != S.FAILED, job.status_reason
+    parameters = job.reproducibility["parameters"]
+    assert parameters["refine_details"] is True
+    assert parameters["components"]["detail_refiner"].endswith(".ReferenceDetailRefiner")
+
+
 def test_settings_the_model_refuses_fail_the_job_with_the_reason(platform, media_root):
     # A model folder whose own recommendation only the loaded networks can refuse (a context
     # window longer than the denoiser's temporal table; registration checks the rest): the job
     # fails with the pipeline's reason, not "see logs", so an admin can fix the model.
-    source = Path(settings.MODELS_DIR) / "demo-tiny"
-    bad = Path(settings.MODELS_DIR) / "demo-tiny-bad-defaults"
-    shutil.copytree(source, bad, dirs_exist_ok=True)
-    index = json.loads((bad / "model_index.json").read_text())
-    index["_generation_defaults"] = {**index.get("_generation_defaults", {}), "context_frames": 48}
-    (bad / "model_index.json").write_text(json.dumps(index))
-    platform.model = model_version_register(
-        name="demo-tiny-bad-defaults",
-        version="1",
-        folder=bad,
-        licence=platform.model.licence,
-        is_demonstration=True,
-        acting_user=platform.user(Role.DATA_STEWARD),
-    )
+    def recommend_a_long_window(folder: Path, index: dict[str, Any]) -> None:
+        index["_generation_defaults"] = {
+            **index.get("_generation_defaults", {}),
+            "context_frames": 48,
+        }
+
+    register_demo_copy(platform, "demo-tiny-bad-defaults", recommend_a_long_window)
     worker = platform.worker()
     job_id = submit(platform)["id"]
     approve_all(platform, job_id)

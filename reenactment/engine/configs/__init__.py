@@ -160,6 +160,7 @@ RECOMMENDABLE_SETTINGS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "initial_latents": (f"one of {INITIAL_LATENTS_MODES}", lambda v: v in INITIAL_LATENTS_MODES),
     "color_match": (f"one of {COLOR_MATCH_MODES}", lambda v: v in COLOR_MATCH_MODES),
     "paste_back": ("true or false", lambda v: isinstance(v, bool)),
+    "refine_details": ("true or false", lambda v: isinstance(v, bool)),
     "context_frames": ("a whole number >= 1", lambda v: _whole(v, 1)),
     "context_overlap": ("a whole number >= 0", lambda v: _whole(v, 0)),
     "detect_every": ("a whole number >= 1", lambda v: _whole(v, 1)),

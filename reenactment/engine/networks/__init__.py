@@ -4,12 +4,14 @@
 * :class:`UNet3DDenoisingModel` - video denoiser with motion and temporal modules.
 * :class:`MotionEncoder` - face crop + box parameters -> 32 motion tokens x 16.
 * :class:`CompactMotionEncoder` - the same head and tokens on a small backbone (CPU-trained models).
+* :class:`ReferenceDetailRefiner` - optional: restores the portrait's details in decoded frames.
 * :class:`ReferenceAttentionControl` and :func:`guided_noise_prediction` - the reference-attention
   hand-over and one classifier-free-guided noise prediction.
 """
 
 from .attention import ReferenceMode
 from .compact_motion_encoder import CompactMotionEncoder
+from .detail_refiner import ReferenceDetailRefiner
 from .motion_encoder import MotionEncoder
 from .reference_attention import (
     GuidedNoisePrediction,
@@ -31,6 +33,7 @@ __all__ = [
     "MotionEncoder",
     "ReferenceAttentionControl",
     "ReferenceBanks",
+    "ReferenceDetailRefiner",
     "ReferenceMode",
     "UNet2DReferenceModel",
     "UNet2DReferenceOutput",

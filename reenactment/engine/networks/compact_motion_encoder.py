@@ -23,7 +23,10 @@ from .attention import VersatileTransformerBlock
 from .motion_encoder import add_motion_head, motion_tokens
 
 
-class _ResBlock(nn.Module):
+class ResBlock(nn.Module):
+    """Pre-activation residual block (GroupNorm, SiLU, 3x3 conv, twice; 1x1 skip on a width
+    change)."""
+
     def __init__(self, in_ch: int, out_ch: int, groups: int = 8) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_ch)
@@ -59,7 +62,7 @@ class CompactMotionBackbone(nn.Module):
         prev = channels[0]
         for ch in channels:
             stages.append(
-                nn.Sequential(_ResBlock(prev, ch), nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                nn.Sequential(ResBlock(prev, ch), nn.Conv2d(ch, ch, 3, stride=2, padding=1))
             )
             prev = ch
         self.stages = nn.ModuleList(stages)
@@ -144,4 +147,4 @@ class CompactMotionEncoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
         return motion_tokens(self, images, bbox_params, backbone)
 
 
-__all__ = ["CompactMotionBackbone", "CompactMotionEncoder"]
+__all__ = ["CompactMotionBackbone", "CompactMotionEncoder", "ResBlock"]

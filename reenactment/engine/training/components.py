@@ -44,7 +44,12 @@ from diffusers import AutoencoderKLTemporalDecoder, DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from ..configs import scheduler_config, sd_unet_config, unet_additional_kwargs
-from ..networks import MotionEncoder, UNet2DReferenceModel, UNet3DDenoisingModel
+from ..networks import (
+    MotionEncoder,
+    ReferenceDetailRefiner,
+    UNet2DReferenceModel,
+    UNet3DDenoisingModel,
+)
 from ..networks.compact_motion_encoder import CompactMotionEncoder
 from ..networks.unet_3d_denoising import denoising_unet_kwargs
 
@@ -93,6 +98,9 @@ class ModelConfig:
         motion_input_size: Size of the driving crops given to the motion encoder.
         variant: ``"xnemo"`` (motion cross-attention) or ``"spatial_baseline"`` (see
             :mod:`.baseline`).
+        detail_refiner: Options of an optional
+            :class:`~reenactment.engine.networks.ReferenceDetailRefiner` (``{}`` for its
+            defaults; it works at ``resolution``), trained in stage 3; None: no refiner.
     """
 
     unet: dict[str, Any]
@@ -104,6 +112,7 @@ class ModelConfig:
     resolution: int = 64
     motion_input_size: int = 64
     variant: str = "xnemo"
+    detail_refiner: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self._check_latent_channels()
@@ -210,6 +219,7 @@ class ModelConfig:
                 "resolution": self.resolution,
                 "motion_input_size": self.motion_input_size,
                 "variant": self.variant,
+                "detail_refiner": self.detail_refiner,
             }
         )
 
@@ -236,6 +246,7 @@ class Components:
     image_encoder: nn.Module
     noise_scheduler: DDPMScheduler
     config: ModelConfig
+    detail_refiner: ReferenceDetailRefiner | None = None
 
     def inference_scheduler(self) -> DDIMScheduler:
         return DDIMScheduler(**self.config.scheduler)
@@ -353,6 +364,7 @@ def build_components(config: ModelConfig, seed: int = 0) -> Components:
         image_encoder = build_image_encoder(
             config.image_encoder, int(config.unet["cross_attention_dim"])
         )
+        refiner = build_detail_refiner(config)
     scheduler_kwargs = {
         k: v
         for k, v in config.scheduler.items()
@@ -366,7 +378,21 @@ def build_components(config: ModelConfig, seed: int = 0) -> Components:
         image_encoder=image_encoder.eval().requires_grad_(False),
         noise_scheduler=DDPMScheduler(num_train_timesteps=1000, **scheduler_kwargs),
         config=config,
+        detail_refiner=refiner,
     )
+
+
+def build_detail_refiner(config: ModelConfig) -> ReferenceDetailRefiner | None:
+    """The configured detail refiner at the model's resolution (None when it has none)."""
+    if config.detail_refiner is None:
+        return None
+    options = dict(config.detail_refiner)
+    if options.setdefault("sample_size", config.resolution) != config.resolution:
+        raise ValueError(
+            f"detail_refiner sample_size {options['sample_size']} must be the model's "
+            f"resolution {config.resolution}"
+        )
+    return ReferenceDetailRefiner(**options)
 
 
 def clip_pixel_values(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -410,6 +436,7 @@ __all__ = [
     "ModelConfig",
     "build_components",
     "build_denoising_unet",
+    "build_detail_refiner",
     "build_image_encoder",
     "build_motion_encoder",
     "build_vae",

@@ -32,6 +32,7 @@ from torch import nn
 from ..demo_model import GENERATION_DEFAULTS_KEY
 from ..loading import (
     DENOISING_UNET_FILE,
+    DETAIL_REFINER,
     MOTION_ENCODER_FILE,
     REFERENCE_UNET_FILE,
     TEMPORAL_MODULE_FILE,
@@ -43,6 +44,15 @@ from .latent_expansion import widen_latent_state
 
 PIPELINE_CLASS = "ReenactmentPipeline"
 MODEL_SUBFOLDERS = ("reference_unet", "denoising_unet", "motion_encoder", "vae", "image_encoder")
+#: Networks a model may have besides :data:`MODEL_SUBFOLDERS` (written and loaded when present).
+OPTIONAL_SUBFOLDERS = (DETAIL_REFINER,)
+
+
+def present_networks(components: Components) -> tuple[str, ...]:
+    """:data:`MODEL_SUBFOLDERS` plus the optional networks ``components`` has."""
+    return MODEL_SUBFOLDERS + tuple(
+        name for name in OPTIONAL_SUBFOLDERS if getattr(components, name) is not None
+    )
 
 
 def _plain(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, Any]:
@@ -117,14 +127,15 @@ def save_model_folder(
     dtype: torch.dtype | None = None,
     training_info: Mapping[str, Any] | None = None,
     generation_defaults: Mapping[str, Any] | None = None,
-    networks: Collection[str] = MODEL_SUBFOLDERS,
+    networks: Collection[str] | None = None,
 ) -> Path:
     """Write the model folder atomically (replacing an existing one).
 
     Args:
         folder: Destination.
         components: The trained networks.
-        networks: The sub-folders to write (default: all, a complete model). A folder without
+        networks: The sub-folders to write (default: every network ``components`` has, a
+            complete model with its optional networks). A folder without
             the denoising UNet (e.g. a stage-0 export: only ``vae/``) has no ``scheduler/``
             either, and its ``model_index.json`` names only what it holds: it can start a
             training run but the pipeline and the model registry refuse it.
@@ -141,12 +152,23 @@ def save_model_folder(
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is not secret
     try:
-        unknown = sorted(set(networks) - set(MODEL_SUBFOLDERS))
+        networks = present_networks(components) if networks is None else networks
+        unknown = sorted(set(networks) - set(MODEL_SUBFOLDERS) - set(OPTIONAL_SUBFOLDERS))
         if unknown:
             raise ValueError(f"unknown model components: {', '.join(unknown)}")
+        optional = [name for name in networks if name in OPTIONAL_SUBFOLDERS]
+        absent = [name for name in optional if getattr(components, name) is None]
+        if absent:
+            raise ValueError(f"the model has no {', '.join(absent)} to write")
         modules: dict[str, Any] = {
             name: getattr(components, name)
-            for name in ("reference_unet", "denoising_unet", "motion_encoder", "vae")
+            for name in (
+                "reference_unet",
+                "denoising_unet",
+                "motion_encoder",
+                "vae",
+                *OPTIONAL_SUBFOLDERS,
+            )
             if name in networks
         }
         for name, module in modules.items():
@@ -220,13 +242,14 @@ def load_model_folder_weights(
         source: Model folder or run folder.
         components: Networks to fill (float32 parameters receive float16 files unchanged in
             value).
-        names: Sub-folders to load (default: every one present).
+        names: Sub-folders to load (default: every one present of the networks ``components``
+            has).
         widen_latent: The folder's networks may have fewer latent channels (its
             ``vae/config.json``) than ``components``: widen them so they compute what they did
             (:mod:`.latent_expansion`). Without it a different count fails the strict load.
     """
     folder = resolve_model_folder(source)
-    wanted = list(names) if names is not None else list(MODEL_SUBFOLDERS)
+    wanted = list(names) if names is not None else list(present_networks(components))
     # (folder's latent channels, the networks') when widening
     widen = (
         (_folder_latent_channels(folder), int(components.vae.config.latent_channels))
@@ -235,8 +258,11 @@ def load_model_folder_weights(
     )
     loaded = []
     for name in wanted:
-        if name not in MODEL_SUBFOLDERS:
+        if name not in MODEL_SUBFOLDERS + OPTIONAL_SUBFOLDERS:
             raise ValueError(f"unknown model component {name!r}")
+        network = getattr(components, name)
+        if network is None:
+            raise ValueError(f"the model has no {name} to load weights into")
         sub = folder / name
         files = [sub / f for f in _WEIGHT_FILES if (sub / f).is_file()]
         if not files:
@@ -244,8 +270,8 @@ def load_model_folder_weights(
                 raise FileNotFoundError(f"{sub}: no weights")
             continue
         state = load_file(str(files[0]))
-        network = getattr(components, name)
-        if widen is not None and widen[0] != widen[1]:
+        # The refiner works on pixels: a wider latent space does not change it.
+        if widen is not None and widen[0] != widen[1] and name not in OPTIONAL_SUBFOLDERS:
             state = widen_latent_state(name, state, network.state_dict(), *widen)
         network.load_state_dict(state, strict=True)
         loaded.append(name)
@@ -275,8 +301,9 @@ def load_model_folder(source: str | os.PathLike[str]) -> Components:
         raise FileNotFoundError(incomplete)
     info = json.loads((folder / "training.json").read_text(encoding="utf-8"))
     components = build_components(ModelConfig(**info["model_config"]))
-    load_model_folder_weights(folder, components, MODEL_SUBFOLDERS)
-    for name in MODEL_SUBFOLDERS:
+    networks = present_networks(components)
+    load_model_folder_weights(folder, components, networks)
+    for name in networks:
         getattr(components, name).eval()
     return components
 
@@ -285,9 +312,11 @@ __all__ = [
     "PIPELINE_CLASS",
     "export_official_checkpoints",
     "MODEL_SUBFOLDERS",
+    "OPTIONAL_SUBFOLDERS",
     "folder_safetensors_bytes",
     "load_model_folder",
     "load_model_folder_weights",
+    "present_networks",
     "resolve_model_folder",
     "save_model_folder",
 ]

@@ -77,6 +77,7 @@ SAMPLER_SETTINGS = (
     "strength",
     "initial_latents",
     "color_match",
+    "refine_details",
 )
 
 
@@ -101,12 +102,14 @@ def reenact(
     strength: float = 1.0,
     initial_latents: str = "blurred_reference",
     color_match: str = "none",
+    refine_details: bool = True,
 ) -> torch.Tensor:
     """Animate ``reference`` ``(B, 3, S, S)`` with ``driving`` ``(B, 3, F, S, S)`` (``[-1, 1]``).
 
     ``strength``, ``initial_latents`` (``"blurred_reference"``, the release, or
     ``"reference"``) and ``color_match`` (``"none"`` or ``"reference"``, fitted per clip) have
-    the product pipeline's meaning.
+    the product pipeline's meaning, and so has ``refine_details`` (the components' detail
+    refiner, when they have one, restores the portrait's details after decoding).
 
     Returns:
         Frames ``(B, 3, F, S, S)`` in ``[-1, 1]``.
@@ -167,6 +170,11 @@ def reenact(
     # b c f h w -> (b f) c h w
     flat = latents.transpose(1, 2).flatten(0, 1)
     images = vae_decode(components.vae, flat, num_frames=frames).clamp(-1, 1)
+    if refine_details and components.detail_refiner is not None:
+        components.detail_refiner.eval()
+        # b c h w -> (b f) c h w: every frame with its own clip's portrait
+        portraits = reference.repeat_interleave(frames, dim=0)
+        images = components.detail_refiner(images, portraits).clamp(-1, 1)
     # (b f) c h w -> b c f h w
     clips = images.reshape(batch, frames, *images.shape[1:]).transpose(1, 2)
     if color_match == "reference":

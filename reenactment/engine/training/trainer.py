@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import check_generation_defaults
+from ..loading import DETAIL_REFINER
 from ..networks import clear_reference_banks, load_reference_banks
 from ..networks.reference_attention import run_reference_pass
 from .augmentations import AugmentationConfig
@@ -69,7 +70,12 @@ from .components import (
     vae_encode,
 )
 from .datasets import ClipDataset, SampleConfig, StepSampler, collate
-from .export import MODEL_SUBFOLDERS, export_official_checkpoints, save_model_folder
+from .export import (
+    MODEL_SUBFOLDERS,
+    export_official_checkpoints,
+    present_networks,
+    save_model_folder,
+)
 from .gan_decoder import DualDiscriminator, MotionDecoder, PatchDiscriminator
 from .losses import (
     RandomFeaturePerceptualLoss,
@@ -85,6 +91,8 @@ from .manifest import SnapshotManifest, SnapshotStatusChecker, read_manifest
 TEMPORAL_MARKER = ".temporal_modules."
 CHECKPOINT_PREFIX = "checkpoint-"
 STATE_FILE = "state.pt"
+#: 0 autoencoder, 1 image-level X-NeMo, 2 temporal modules, 3 detail refiner.
+STAGES = (0, 1, 2, 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +134,9 @@ class TrainingConfig:
     """One training run (JSON with the same keys; ``model`` may name a ``preset``).
 
     Args:
-        stage: 0 (tiny VAE), 1 (image-level X-NeMo) or 2 (temporal modules).
+        stage: 0 (tiny VAE), 1 (image-level X-NeMo), 2 (temporal modules) or 3 (the detail
+            refiner alone, on the frozen autoencoder's round trips or the model's own
+            generations; the model needs the ``detail_refiner`` option).
         model: Network sizes and sources (:class:`ModelConfig`).
         output_dir: Checkpoints, logs and the exported model.
         init_from: A run folder (its ``model/``) or model folder to start from (stage 1 after
@@ -159,12 +169,13 @@ class TrainingConfig:
         uncond_probability: Share of unconditional (CFG) steps.
         augment: Augment the driving frames.
         augmentation: Augmentation probabilities and strengths.
-        cross_identity_probability: Stage 1: chance that a clip whose manifest line names a
+        cross_identity_probability: Stages 1 and 3: chance that a clip whose manifest line names a
             ``driving_clip_id`` (a SynthFace cross-reenactment render) is driven by that clip of
             another identity instead of its own frames (:class:`.datasets.ClipDataset`). 0, the
             paper's self-reenactment training, by default.
-        reference_other_clip_probability: Stage 1: chance that the reference frame comes from
-            another clip of the same person(s) instead of the target's own clip (0 by default).
+        reference_other_clip_probability: Stages 1 and 3: chance that the reference frame comes
+            from another clip of the same person(s) instead of the target's own clip (0 by
+            default).
         reference_start_probability: Stage 1: share of (conditional) samples whose noisy input
             is built from the *reference's* latent instead of the target's, at a timestep drawn
             from ``reference_start_timesteps``, with the loss still towards the target (the
@@ -184,7 +195,7 @@ class TrainingConfig:
             under ``x0_weight_cap`` gives less than a tenth of the loss's weight.
         gan: The GAN decoder (stage 1).
         vae_kl_weight: Stage 0 KL weight.
-        vae_perceptual_weight: Stage 0 perceptual weight.
+        vae_perceptual_weight: Stages 0 and 3: perceptual weight.
         vae_latent_noise: Stage 0 posterior sampling (0: decode the posterior mean, a plain
             autoencoder - what the diffusion model and the pipeline use; 1: the usual VAE).
         vae_train_encoder: Stage 0 trains the encoder too. False fine-tunes only the decoder:
@@ -196,14 +207,26 @@ class TrainingConfig:
             those channels at export. The channels below keep their exact values, so networks
             trained on them stay valid: the second half of widening a latent space
             (``init_widen_latent``).
-        vae_adversarial_weight: Stage 0: weight of a patch discriminator's hinge loss on the
-            reconstructions (0 disables), scaled each step as in taming-transformers' VQGAN by
-            ``|grad rec| / |grad adv|`` at the decoder's last layer, so one weight holds whatever
-            the size of the other losses. L1 and perceptual losses alone average what the
-            latents leave open into blur (at 64 px: eyes and mouths dlib cannot find).
-        vae_adversarial_start: Stage 0: first step of the adversarial term (the discriminator
-            trains from the same step).
-        vae_discriminator_learning_rate: Stage 0: Adam learning rate of that discriminator.
+        vae_adversarial_weight: Stages 0 and 3: weight of a patch discriminator's hinge loss on
+            the reconstructions, or the refined frames (0 disables), scaled each step as in
+            taming-transformers' VQGAN by ``|grad rec| / |grad adv|`` at the trained network's
+            last layer (the decoder's, the refiner's), so one weight holds whatever the size of
+            the other losses. L1 and perceptual losses alone average what the latents leave open
+            into blur (at 64 px: eyes and mouths dlib cannot find).
+        vae_adversarial_start: Stages 0 and 3: first step of the adversarial term (the
+            discriminator trains from the same step).
+        vae_discriminator_learning_rate: Stages 0 and 3: Adam learning rate of that
+            discriminator.
+        refiner_latent_noise: Stage 3: each sample's latents are perturbed, before decoding, by
+            Gaussian noise of up to this share of their standard deviation (uniformly drawn per
+            sample; 0: exact round trips). The denoiser's latents are not the encoder's, and a
+            refiner that only ever saw clean round trips would meet blurrier frames in use.
+        refiner_sampled_probability: Stage 3: share of steps whose inputs are the model's own
+            generations instead of round trips: the batch's references animated with its driving
+            frames by the loaded model (the sampler at ``generation_defaults``, no colour match,
+            as a platform job decodes them). Needs a complete model in ``init_from``; with
+            ``cross_identity_probability`` the drivers are other identities performing the
+            targets' motion, as in use.
         mixed_precision: ``"no"``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with scaling).
         gradient_checkpointing: Recompute activations of the big blocks in backward.
         ema_decay: Exponential moving average of the trainable weights (0 disables); the export
@@ -256,6 +279,8 @@ class TrainingConfig:
     vae_adversarial_weight: float = 0.0
     vae_adversarial_start: int = 0
     vae_discriminator_learning_rate: float = 2e-4
+    refiner_latent_noise: float = 0.0
+    refiner_sampled_probability: float = 0.0
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0
@@ -269,17 +294,23 @@ class TrainingConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.stage not in (0, 1, 2):
-            raise ValueError("stage must be 0, 1 or 2")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(map(str, STAGES))}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
         if not 0.0 <= self.reference_mask_ratio < 1.0:
             raise ValueError("reference_mask_ratio must be in [0, 1)")
         if self.vae_adversarial_weight < 0 or self.vae_adversarial_start < 0:
             raise ValueError("vae_adversarial_weight and vae_adversarial_start must be >= 0")
-        if self.vae_adversarial_weight > 0 and self.stage != 0:
-            # Stages 1 and 2 never decode with a trainable VAE: refuse rather than ignore it.
-            raise ValueError("vae_adversarial_weight applies to stage 0 only")
+        if self.vae_adversarial_weight > 0 and self.stage not in (0, 3):
+            # Stages 1 and 2 never decode with a trainable network: refuse rather than ignore it.
+            raise ValueError("vae_adversarial_weight applies to stages 0 and 3 only")
+        for name in ("refiner_latent_noise", "refiner_sampled_probability"):
+            value = getattr(self, name)
+            if value < 0 or (value > 0 and self.stage != 3):
+                raise ValueError(f"{name} must be >= 0 and applies to stage 3 only")
+        if self.refiner_sampled_probability > 1:
+            raise ValueError("refiner_sampled_probability must be in [0, 1]")
         if self.vae_encoder_train_channels_from is not None and (
             self.stage != 0 or self.vae_train_encoder or self.vae_encoder_train_channels_from < 1
         ):
@@ -503,10 +534,12 @@ class Trainer:
                 augment=config.augment and config.stage == 1,
                 augmentation=config.augmentation_config,
                 cross_identity_probability=(
-                    config.cross_identity_probability if config.stage == 1 else 0.0
+                    config.cross_identity_probability if config.stage in (1, 3) else 0.0
                 ),
+                # Stage 3 too: the refiner must learn to take details from a portrait in
+                # another pose than the frame, as in use.
                 reference_other_clip_probability=(
-                    config.reference_other_clip_probability if config.stage == 1 else 0.0
+                    config.reference_other_clip_probability if config.stage in (1, 3) else 0.0
                 ),
             ),
         )
@@ -540,9 +573,20 @@ class Trainer:
                 tokens = 512
                 self.gan_decoder = MotionDecoder(token_dim=tokens)
                 self.discriminator = DualDiscriminator()
-        #: Stage 0's patch discriminator (``vae_adversarial_weight`` > 0).
+        if config.stage == 3 and self.components.detail_refiner is None:
+            raise ValueError(
+                "stage 3 trains the detail refiner, and the model has none: set the model "
+                'option "detail_refiner" ({} for the default network)'
+            )
+        missing = set(MODEL_SUBFOLDERS) - self.loaded_networks
+        if config.refiner_sampled_probability > 0 and missing:
+            raise ValueError(
+                "refiner_sampled_probability needs a trained model to sample from: init_from "
+                f"gave no {', '.join(sorted(missing))}"
+            )
+        #: Stage 0's and 3's patch discriminator (``vae_adversarial_weight`` > 0).
         self.vae_discriminator: PatchDiscriminator | None = None
-        if config.stage == 0 and config.vae_adversarial_weight > 0:
+        if config.stage in (0, 3) and config.vae_adversarial_weight > 0:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed + 2)
                 self.vae_discriminator = PatchDiscriminator(3)
@@ -605,6 +649,8 @@ class Trainer:
             "vae": self.components.vae,
             "image_encoder": self.components.image_encoder,
         }
+        if self.components.detail_refiner is not None:
+            nets["detail_refiner"] = self.components.detail_refiner
         if self.gan_decoder is not None and self.discriminator is not None:
             nets["gan_decoder"] = self.gan_decoder
             nets["discriminator"] = self.discriminator
@@ -669,6 +715,9 @@ class Trainer:
                 return encoder or name.startswith("decoder.")
 
             take("vae", comps.vae, vae_part)
+        elif stage == 3:
+            assert comps.detail_refiner is not None
+            take("detail_refiner", comps.detail_refiner)
         elif stage == 1:
             take("reference_unet", comps.reference_unet)
             take("denoising_unet", comps.denoising_unet, lambda n: not is_temporal_parameter(n))
@@ -714,8 +763,10 @@ class Trainer:
         comps.image_encoder.eval()
         comps.vae.train(stage == 0)
         comps.reference_unet.train(stage == 1)
-        comps.denoising_unet.train(stage >= 1)
+        comps.denoising_unet.train(stage in (1, 2))
         comps.motion_encoder.train(stage == 1)
+        if comps.detail_refiner is not None:
+            comps.detail_refiner.train(stage == 3)
         for module in (self.gan_decoder, self.discriminator, self.vae_discriminator):
             if module is not None:
                 module.train()
@@ -846,22 +897,109 @@ class Trainer:
                 noise = torch.randn(posterior.mean.shape, generator=generator).to(self.device)
                 latents = latents + self.config.vae_latent_noise * posterior.std * noise
             recon = vae.decode(latents, num_frames=num_frames).sample
-        rec = reconstruction_loss(recon, images)
-        perc = self.perceptual(recon, images)
         kl = kl_loss(posterior.mean, posterior.logvar)
-        loss = rec + self.config.vae_perceptual_weight * perc + self.config.vae_kl_weight * kl
-        logs = {"rec": rec.item(), "perc": perc.item(), "kl": kl.item()}
+        return self._image_loss(
+            recon,
+            images,
+            last=vae.decoder.conv_out.weight,
+            extra=self.config.vae_kl_weight * kl,
+            logs={"kl": kl.item()},
+        )
+
+    def _refiner_step(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        """Stage 3: the detail refiner restores the targets from the frozen autoencoder's
+        (perturbed, ``refiner_latent_noise``) round trips, given a reference frame."""
+        vae, refiner = self.components.vae, self.components.detail_refiner
+        assert refiner is not None
+        frames = batch["target"]  # (B, 3, F, S, S)
+        num_frames = frames.shape[2]
+        # b c f h w -> (b f) c h w
+        images = frames.transpose(1, 2).flatten(0, 1)
+        # b c h w -> (b f) c h w: each frame with its clip's reference
+        reference = batch["reference"].repeat_interleave(num_frames, dim=0)
+        draw = float(torch.rand((), generator=generator))
+        sampled = draw < self.config.refiner_sampled_probability
+        if sampled:
+            decoded = self._sampled_frames(batch, generator)
+        else:
+            with torch.no_grad(), self._autocast():
+                latents = vae.encode(images).latent_dist.mean
+                noise_scale = self.config.refiner_latent_noise
+                if noise_scale > 0:
+                    share = noise_scale * torch.rand(latents.shape[0], 1, 1, 1, generator=generator)
+                    noise = torch.randn(latents.shape, generator=generator)
+                    latents = latents + (share * noise).to(latents) * latents.std()
+                decoded = vae.decode(latents, num_frames=num_frames).sample.clamp(-1, 1)
+        with self._autocast():
+            refined = refiner(decoded, reference)
+        return self._image_loss(
+            refined,
+            images,
+            last=refiner.conv_out.weight,
+            logs={
+                "rec_input": reconstruction_loss(decoded.float(), images).item(),
+                "sampled": float(sampled),
+            },
+        )
+
+    def _sampled_frames(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor:
+        """``refiner_sampled_probability``: the loaded model's unrefined, uncorrected frames of
+        the batch (its references driven by its driving frames), ``(B F, 3, S, S)``."""
+        from .sampling import SAMPLER_SETTINGS, reenact
+
+        settings = {
+            key: value
+            for key, value in self.config.generation_defaults.items()
+            if key in SAMPLER_SETTINGS and key not in ("color_match", "refine_details")
+        }
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        try:
+            clips = reenact(
+                self.components,
+                batch["reference"],
+                batch["driving"],
+                seed=seed,
+                color_match="none",
+                refine_details=False,
+                **settings,
+            )
+        finally:
+            self._train_modes()  # the sampler switched every network to eval
+        # b c f h w -> (b f) c h w
+        return clips.transpose(1, 2).flatten(0, 1)
+
+    def _image_loss(
+        self,
+        fake: torch.Tensor,
+        real: torch.Tensor,
+        *,
+        last: torch.Tensor,
+        extra: torch.Tensor | None = None,
+        logs: dict[str, float] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        """L1 + perceptual (+ ``extra``) between ``(N, 3, S, S)`` images, plus the patch
+        discriminator's adaptively weighted hinge term when it is active; also returns ``fake``
+        then, for the discriminator's own step. ``last`` is the trained network's last layer."""
+        rec = reconstruction_loss(fake, real)
+        perc = self.perceptual(fake, real)
+        loss = rec + self.config.vae_perceptual_weight * perc
+        logs = {"rec": rec.item(), "perc": perc.item(), **(logs or {})}
+        if extra is not None:
+            loss = loss + extra
         if not self._vae_adversarial_active():
             return loss, logs, None
         assert self.vae_discriminator is not None
         self.vae_discriminator.requires_grad_(False)
         with self._autocast():
-            fake_logits, _ = self.vae_discriminator(recon)
+            fake_logits, _ = self.vae_discriminator(fake)
         self.vae_discriminator.requires_grad_(True)
         adv = hinge_generator_loss([fake_logits])
-        # VQGAN's adaptive weight: the adversarial gradient at the last decoder layer is scaled
-        # to the size of the reconstruction gradient there (detached: a weight, not a loss).
-        last = self.components.vae.decoder.conv_out.weight
+        # VQGAN's adaptive weight: the adversarial gradient at the last layer is scaled to the
+        # size of the reconstruction gradient there (detached: a weight, not a loss).
         rec_grad = torch.autograd.grad(
             rec + self.config.vae_perceptual_weight * perc, last, retain_graph=True
         )[0]
@@ -869,7 +1007,7 @@ class Trainer:
         scale = (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
         weight = self.config.vae_adversarial_weight * scale
         logs.update(adv=adv.item(), adv_weight=float(weight))
-        return loss + weight * adv, logs, recon
+        return loss + weight * adv, logs, fake
 
     def _vae_adversarial_active(self) -> bool:
         return self.vae_discriminator is not None and self.step >= self.config.vae_adversarial_start
@@ -1094,6 +1232,8 @@ class Trainer:
         try:
             if cfg.stage == 0:
                 loss, logs, fake = self._stage0_step(batch, generator)
+            elif cfg.stage == 3:
+                loss, logs, fake = self._refiner_step(batch, generator)
             else:
                 loss, logs, fake = self._stage12_step(batch, generator)
             self.optimizer.zero_grad(set_to_none=True)
@@ -1113,8 +1253,8 @@ class Trainer:
         self.scaler.update()
         self._hold_fixed_latent_rows()
         self.lr_scheduler.step()
-        if fake is not None and cfg.stage == 0:
-            # b c f h w -> (b f) c h w, as the reconstructions
+        if fake is not None and cfg.stage in (0, 3):
+            # b c f h w -> (b f) c h w, as the reconstructions (or refined frames)
             real = batch["target"].transpose(1, 2).flatten(0, 1)
             logs["d_loss"] = self._vae_discriminator_step(real, fake)
         elif fake is not None and self.step >= cfg.gan_config.adversarial_start:
@@ -1240,10 +1380,22 @@ class Trainer:
         latent space they were trained on is unchanged (``vae_train_encoder`` false; with it,
         the export also recalibrates the latent channels): freshly built UNets would make the
         folder look like a model that animates noise, and a denoiser trained on the old
-        encoder's latents does not fit a retrained encoder.
+        encoder's latents does not fit a retrained encoder. Its export never holds a detail
+        refiner: one learnt on the old decoder's frames.
+
+        Stage 3 trains only the refiner and changes nothing else, so it exports the refiner,
+        the autoencoder it learnt on and whatever came from earlier runs (from a complete model,
+        a complete model with a refiner).
         """
-        if self.config.stage != 0:
-            return MODEL_SUBFOLDERS
+        stage = self.config.stage
+        if stage in (1, 2):
+            return present_networks(self.components)
+        if stage == 3:
+            return tuple(
+                name
+                for name in present_networks(self.components)
+                if name in ("vae", DETAIL_REFINER) or name in self.loaded_networks
+            )
         latent_space_kept = not self.config.vae_train_encoder
         return tuple(
             name
