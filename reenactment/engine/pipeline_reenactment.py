@@ -386,7 +386,7 @@ class ReenactmentPipeline(DiffusionPipeline):
         motion_encoder: Face crop + box parameters -> motion tokens.
         scheduler: A diffusers scheduler; DDIM with the release's config by default.
         detail_refiner: Optional :class:`~reenactment.engine.networks.ReferenceDetailRefiner`
-            (the release has none): restores the portrait's details in every decoded frame.
+            (the release has none): corrects every decoded frame with the portrait.
 
     An instance runs one call at a time (the reference features live inside its denoiser); a
     second concurrent call raises ``RuntimeError``. Load one pipeline per worker process.
@@ -828,8 +828,8 @@ class ReenactmentPipeline(DiffusionPipeline):
 
         The SVD temporal decoder gets ``num_frames`` = the chunk length (chunks are independent,
         as in the release); a plain ``AutoencoderKL`` decodes frame-wise. With
-        ``refiner_features`` (:meth:`encode_refiner_reference`) the detail refiner restores the
-        portrait's details in each decoded chunk.
+        ``refiner_features`` (:meth:`encode_refiner_reference`) the detail refiner corrects each
+        decoded chunk with the portrait.
         """
         scale = getattr(self.vae.config, "scaling_factor", REFERENCE_LATENT_SCALE)
         # 1 c f h w -> f c h w
@@ -1065,9 +1065,10 @@ class ReenactmentPipeline(DiffusionPipeline):
                 decoded frames and held for the whole video), for small models whose colours
                 drift.
             refine_details: Run the model's detail refiner on every decoded frame (before
-                ``color_match``), when the model folder has one: it restores details of the
-                portrait that the autoencoder's latent cannot hold. Ignored (and recorded as
-                false) for models without one, such as the release.
+                ``color_match``), when the model folder has one: it corrects the frame with the
+                portrait (for the preview model mostly colours and large shapes, see its model
+                card). Ignored (and recorded as false) for models without one, such as the
+                release.
             face_backend: Face detector (name or instance) for the portrait and driving video.
             detect_every: Detect the driving face every N frames (boxes in between are
                 interpolated; release: every frame).

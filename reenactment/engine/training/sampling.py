@@ -109,7 +109,7 @@ def reenact(
     ``strength``, ``initial_latents`` (``"blurred_reference"``, the release, or
     ``"reference"``) and ``color_match`` (``"none"`` or ``"reference"``, fitted per clip) have
     the product pipeline's meaning, and so has ``refine_details`` (the components' detail
-    refiner, when they have one, restores the portrait's details after decoding).
+    refiner, when they have one, corrects the decoded frames with the portrait).
 
     Returns:
         Frames ``(B, 3, F, S, S)`` in ``[-1, 1]``.
