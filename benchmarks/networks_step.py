@@ -10,6 +10,7 @@ batch 2) in bfloat16 and float16 with random weights, reporting ms/step and peak
 Usage::
 
     .venv/bin/python benchmarks/networks_step.py [--repeats 10] [--warmup 2] [--threads 2]
+        [--skip-cuda | --skip-cpu]
 """
 
 from __future__ import annotations
@@ -184,9 +185,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--skip-cuda", action="store_true", help="only run the CPU benchmark")
+    parser.add_argument(
+        "--skip-cpu",
+        action="store_true",
+        help="only run the CUDA benchmark (it needs no fixtures: a device without shared/ works)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cpu_tiny(args.repeats, args.warmup)
+    if not args.skip_cpu:
+        cpu_tiny(args.repeats, args.warmup)
     if torch.cuda.is_available() and not args.skip_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         cuda_full_size(args.repeats, args.warmup)

@@ -478,6 +478,35 @@ def test_resume_continues_bit_identically(snapshot: Path, tmp_path: Path) -> Non
     assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
 
 
+def test_time_budget_stops_saves_exports_and_resumes(
+    snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``max_minutes``: a run whose budget is spent after its first step stops there (not at
+    ``max_steps``), checkpoints, exports and records the steps it ran; ``--resume`` goes on,
+    and the command line's ``--max-minutes`` overrides the file's."""
+    from reenactment.engine.training.__main__ import main
+
+    options = {"max_steps": 50, "max_minutes": 1e-9}
+    first = Trainer(make_config(tmp_path, **options), snapshot, show_progress=False)
+    folder = first.train()
+    assert folder is not None and first.step == 1
+    record = json.loads((folder / "training.json").read_text())
+    assert record["steps"] == 1 and record["training_config"]["max_minutes"] == 1e-9
+    assert record["stages"][-1]["steps"] == 1 and record["stages"][-1]["device"] == "cpu"
+
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(make_config(tmp_path, max_steps=50).to_dict()))
+    command = ["--config", str(config_path), "--manifest", str(snapshot), "--resume"]
+    assert main([*command, "--max-minutes", "1e-9"]) == 0
+    record = json.loads((folder / "training.json").read_text())
+    assert record["steps"] == 2 and record["stages"][-1]["steps"] == 2
+    # The step that ran out of time is logged (log_every is 10), so its time is counted.
+    log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [1, 2]
+    assert main([*command, "--max-minutes", "-1"]) == 2
+    assert "max_minutes must be >= 0" in capsys.readouterr().err
+
+
 def test_gradient_checkpointing_and_bf16_autocast(snapshot: Path, tmp_path: Path) -> None:
     plain = Trainer(make_config(tmp_path / "a"), snapshot, show_progress=False)
     checkpointed = Trainer(
@@ -1192,3 +1221,15 @@ def test_stage3_trains_only_the_detail_refiner_and_exports_a_model_that_uses_it(
             snapshot,
             show_progress=False,
         )
+
+
+def test_every_committed_recipe_is_a_valid_training_config() -> None:
+    """The recipes README's commands run these files: a typo or a removed option would only
+    surface when someone retrains (on a lent GPU, the lease's minutes)."""
+    recipes = sorted(
+        (Path(__file__).resolve().parents[2] / "reenactment/engine/training/recipes").glob("*.json")
+    )
+    assert len(recipes) >= 30
+    for path in recipes:
+        config = TrainingConfig.from_dict(json.loads(path.read_text()))
+        assert config.output_dir.startswith("var/training/"), path.name

@@ -7,8 +7,11 @@ Train (single process, or one process per GPU under ``torchrun``)::
         --manifest snapshot.jsonl
 
 Options given on the command line override the config file (``--stage``, ``--output-dir``,
-``--max-steps``, ``--init-from``). Exit codes: 0 done, 2 refused input (manifest malformed,
-withdrawn snapshot, tampered clip, bad config, an ``init_from`` folder that cannot start the run).
+``--max-steps``, ``--max-minutes``, ``--init-from``). ``--max-minutes`` bounds the training
+loop's wall-clock time (a GPU lent for a fixed time): the run stops after the step that passes
+it, checkpoints and exports, and ``--resume`` continues it later. Exit codes: 0 done, 2 refused
+input (manifest malformed, withdrawn snapshot, tampered clip, bad config, an ``init_from`` folder
+that cannot start the run).
 
 Convert a SynthFace dataset's ``manifest.jsonl`` into a snapshot manifest::
 
@@ -39,9 +42,14 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="training config (JSON)")
     parser.add_argument("--manifest", required=True, help="dataset-snapshot manifest (JSONL)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--stage", type=int, choices=(0, 1, 2), help="override the stage")
+    parser.add_argument("--stage", type=int, choices=(0, 1, 2, 3), help="override the stage")
     parser.add_argument("--output-dir", help="override output_dir")
     parser.add_argument("--max-steps", type=int, help="override max_steps")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="override max_minutes: stop training after this many minutes, save and export",
+    )
     parser.add_argument("--init-from", help="override init_from")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     return parser
@@ -96,6 +104,7 @@ def run_train(argv: Sequence[str]) -> int:
             "stage": args.stage,
             "output_dir": args.output_dir,
             "max_steps": args.max_steps,
+            "max_minutes": args.max_minutes,
             "init_from": args.init_from,
         }
         data.update({k: v for k, v in overrides.items() if v is not None})

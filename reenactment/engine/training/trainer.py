@@ -150,6 +150,11 @@ class TrainingConfig:
             e.g. ``{"vae": "var/training/decoder_run"}`` (a VAE decoder fine-tuned separately).
         max_steps: Optimisation steps. 0 trains nothing: the run assembles ``init_from`` and
             ``init_overrides`` and exports them (recorded as ``export_only``).
+        max_minutes: Wall-clock budget of this invocation's training loop (0: none). The run
+            stops after the first step that ends past it, saves a checkpoint and exports as
+            if ``max_steps`` had been reached; the steps actually run are recorded. For a
+            lease of fixed length (a borrowed GPU): ``--resume`` continues towards
+            ``max_steps`` later.
         batch_size: Clips per step and process.
         frames: Frames per clip sample (stage 1: independent images sharing a reference).
         frame_stride: Stride of the frame window.
@@ -252,6 +257,7 @@ class TrainingConfig:
     init_overrides: dict[str, str] = field(default_factory=dict)
     init_widen_latent: bool = False
     max_steps: int = 1000
+    max_minutes: float = 0.0
     batch_size: int = 4
     frames: int = 2
     frame_stride: int = 1
@@ -298,6 +304,8 @@ class TrainingConfig:
             raise ValueError(f"stage must be one of {', '.join(map(str, STAGES))}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError("mixed_precision must be 'no', 'bf16' or 'fp16'")
+        if not self.max_minutes >= 0:
+            raise ValueError("max_minutes must be >= 0 (0: no time limit)")
         if not 0.0 <= self.reference_mask_ratio < 1.0:
             raise ValueError("reference_mask_ratio must be in [0, 1)")
         if self.vae_adversarial_weight < 0 or self.vae_adversarial_start < 0:
@@ -1300,21 +1308,33 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k != "lr"})
+                elapsed = time.perf_counter() - started
+                # Checked every step (on the main process's clock) so the last step is logged.
+                out_of_time = bool(cfg.max_minutes) and self._out_of_time(elapsed)
                 if self.dist.is_main and (
-                    self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                    self.step % cfg.log_every == 0 or self.step == cfg.max_steps or out_of_time
                 ):
-                    elapsed = time.perf_counter() - started
                     record = {"step": self.step, "elapsed_s": round(elapsed, 2), **logs}
                     with self.log_path.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record) + "\n")
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save_checkpoint()
+                if out_of_time:
+                    break
         finally:
             if progress is not None:
                 progress.close()
         if self.step > start_step:
             self.save_checkpoint()
         return self.export()
+
+    def _out_of_time(self, elapsed_s: float) -> bool:
+        # The main process's clock decides for every rank: ranks stopping at different steps
+        # would leave the others waiting forever in the next all-reduce.
+        stop = torch.tensor([float(elapsed_s >= self.config.max_minutes * 60)], device=self.device)
+        if self.dist.enabled:
+            dist.broadcast(stop, src=0)
+        return bool(stop.item())
 
     # ---------------------------------------------------------------- export
 
@@ -1429,6 +1449,7 @@ class Trainer:
                         "steps": self.step,
                         "wall_clock_min": round(logged_wall_clock_s(self.log_path) / 60, 1),
                         "world_size": self.dist.world_size,
+                        "device": device_description(self.device),
                         "init_from": self.config.init_from,
                         "init_overrides": dict(self.config.init_overrides),
                         # max_steps 0: this run only assembled (init_from + init_overrides)
@@ -1466,6 +1487,13 @@ class Trainer:
             self._restore(backup)
         self._barrier()
         return folder
+
+
+def device_description(device: torch.device) -> str:
+    """What trained a run, for its lineage record (the model card's hardware line)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def logged_wall_clock_s(log_path: Path) -> float:
