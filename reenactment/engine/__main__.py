@@ -438,8 +438,9 @@ def register_animate(subparsers: SubParsers) -> None:
         "--refine-details",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run the model's detail refiner, which restores the portrait's details in every "
-        "frame (models that have one; the model's recommendation, else on)",
+        help="run the model's detail refiner, which corrects every frame with the portrait (the "
+        "preview model's: mostly colours and large shapes); models that have one; the model's "
+        "recommendation, else on",
     )
     parser.add_argument(
         "--seed", type=int, default=None, metavar="S", help="seed (default: random, printed)"

@@ -1012,12 +1012,15 @@ def _ddp_worker(rank: int, port: int, snapshot: str, out_dir: str) -> None:
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    config = make_config(Path(out_dir), max_steps=1)
+    config = make_config(Path(out_dir), max_steps=1, max_minutes=1.0)
     trainer = Trainer(config, snapshot, show_progress=False)
     keys = trainer.sampler.keys(0)
     trainer.train_step()
     params = torch.cat([p.detach().flatten() for _, p in trainer.trainable])
-    torch.save({"keys": keys, "params": params}, Path(out_dir) / f"rank{rank}.pt")
+    # Each rank's own clock disagrees with rank 0's: rank 0's decides for both.
+    stops = [trainer._out_of_time(0.0 if rank == 0 else 1e9)]
+    stops.append(trainer._out_of_time(1e9 if rank == 0 else 0.0))
+    torch.save({"keys": keys, "params": params, "stops": stops}, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -1034,6 +1037,7 @@ def test_ddp_ranks_split_the_data_and_stay_in_sync(snapshot: Path, tmp_path: Pat
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert {k[0] for k in r0["keys"]}.isdisjoint({k[0] for k in r1["keys"]})
     assert torch.equal(r0["params"], r1["params"])
+    assert r0["stops"] == r1["stops"] == [False, True]
 
 
 TINY_REFINER: dict[str, Any] = {

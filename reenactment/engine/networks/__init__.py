@@ -4,7 +4,7 @@
 * :class:`UNet3DDenoisingModel` - video denoiser with motion and temporal modules.
 * :class:`MotionEncoder` - face crop + box parameters -> 32 motion tokens x 16.
 * :class:`CompactMotionEncoder` - the same head and tokens on a small backbone (CPU-trained models).
-* :class:`ReferenceDetailRefiner` - optional: restores the portrait's details in decoded frames.
+* :class:`ReferenceDetailRefiner` - optional: corrects decoded frames with the portrait.
 * :class:`ReferenceAttentionControl` and :func:`guided_noise_prediction` - the reference-attention
   hand-over and one classifier-free-guided noise prediction.
 """

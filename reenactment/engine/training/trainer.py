@@ -917,8 +917,9 @@ class Trainer:
     def _refiner_step(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
-        """Stage 3: the detail refiner restores the targets from the frozen autoencoder's
-        (perturbed, ``refiner_latent_noise``) round trips, given a reference frame."""
+        """Stage 3: the detail refiner is trained to restore the targets from the frozen
+        autoencoder's (perturbed, ``refiner_latent_noise``) round trips or the model's own
+        generations (``refiner_sampled_probability``), given a reference frame."""
         vae, refiner = self.components.vae, self.components.detail_refiner
         assert refiner is not None
         frames = batch["target"]  # (B, 3, F, S, S)
@@ -1329,11 +1330,13 @@ class Trainer:
         return self.export()
 
     def _out_of_time(self, elapsed_s: float) -> bool:
+        late = elapsed_s >= self.config.max_minutes * 60
+        if not self.dist.enabled:
+            return late
         # The main process's clock decides for every rank: ranks stopping at different steps
         # would leave the others waiting forever in the next all-reduce.
-        stop = torch.tensor([float(elapsed_s >= self.config.max_minutes * 60)], device=self.device)
-        if self.dist.enabled:
-            dist.broadcast(stop, src=0)
+        stop = torch.tensor([float(late)], device=self.device)
+        dist.broadcast(stop, src=0)
         return bool(stop.item())
 
     # ---------------------------------------------------------------- export
