@@ -1089,14 +1089,87 @@ def test_warping_refiner_moves_the_portraits_own_pixels() -> None:
     portrait = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         assert torch.equal(refiner(frames, portrait), frames)
+        # Its parts: the portrait itself at zero flow, none of it let in while the gate is shut.
+        parts = refiner(frames, portrait, return_parts=True)
+        assert torch.equal(parts.sample, frames)
+        torch.testing.assert_close(parts.warped, portrait.expand(2, -1, -1, -1))
+        assert parts.mask.shape == (2, 1, 16, 16) and not parts.mask.any()
         refiner.warp_gate.fill_(1.0 / WARP_GATE_SCALE)
         refiner.warp_out.bias[2] = 100.0  # the mask saturates at 1
         torch.testing.assert_close(refiner(frames, portrait), portrait.expand(2, -1, -1, -1))
         # A flow of two pixels to the right (in [-1, 1] units: 2 * 2 / 16) samples each output
         # pixel from two columns further right.
         refiner.warp_out.bias[0] = 4 / 16
+        parts = refiner(frames, portrait, return_parts=True)
         shifted = refiner(frames, portrait)
         torch.testing.assert_close(shifted[..., :-2], portrait[..., 2:].expand(2, -1, -1, -1))
+        torch.testing.assert_close(parts.sample, shifted)
+        torch.testing.assert_close(parts.warped, shifted)  # the mask is 1 everywhere
+        torch.testing.assert_close(parts.mask, torch.ones(2, 1, 16, 16))
+    plain = ReferenceDetailRefiner(sample_size=16, **TINY_REFINER).eval()
+    with torch.no_grad():
+        parts = plain(frames, portrait, return_parts=True)
+    assert torch.equal(parts.sample, frames) and parts.warped is None and parts.mask is None
+
+
+def test_stage3_warp_weight_trains_the_flow_on_the_warped_portrait(
+    snapshot: Path, tmp_path: Path
+) -> None:
+    """``refiner_warp_weight`` holds the warped portrait alone to the target. A fresh warping
+    refiner lets none of the portrait in (its gate is shut), so without that loss its first step
+    gives the flow no gradient at all; with it the flow moves at once, and the logged warp error
+    is the portrait's own distance to the targets (zero flow)."""
+    from reenactment.engine.training.losses import reconstruction_loss
+
+    options: dict[str, Any] = {
+        "stage": 3,
+        "model": {**TINY_MODEL, "detail_refiner": {**TINY_REFINER, "warp": True}},
+        "max_steps": 1,
+        "weight_decay": 0.0,
+    }
+    flows = {}
+    for weight in (0.0, 1.0):
+        trainer = Trainer(
+            make_config(
+                tmp_path,
+                output_dir=str(tmp_path / f"w{weight}"),
+                refiner_warp_weight=weight,
+                **options,
+            ),
+            snapshot,
+            show_progress=False,
+        )
+        refiner = trainer.components.detail_refiner
+        batch = trainer._batch(0)
+        before = refiner.warp_out.weight.detach().clone()
+        logs = trainer.train_step()
+        flows[weight] = not torch.equal(before, refiner.warp_out.weight)
+        if weight:
+            frames = batch["target"].shape[2]
+            # b c f h w -> (b f) c h w, each frame with its clip's reference
+            targets = batch["target"].transpose(1, 2).flatten(0, 1)
+            portraits = batch["reference"].repeat_interleave(frames, dim=0)
+            expected = float(reconstruction_loss(portraits, targets))
+            assert logs["warp_rec"] == pytest.approx(expected, rel=1e-5)
+            assert logs["mask"] == 0.0
+        else:
+            assert "warp_rec" not in logs
+    assert flows == {0.0: False, 1.0: True}
+    # Refused before anything trains: outside stage 3, negative, or a refiner that cannot warp.
+    with pytest.raises(ValueError, match="refiner_warp_weight"):
+        make_config(tmp_path, stage=1, refiner_warp_weight=1.0)
+    with pytest.raises(ValueError, match="refiner_warp_weight"):
+        make_config(tmp_path, **{**options, "refiner_warp_weight": -1.0})
+    with pytest.raises(ValueError, match="needs a refiner that warps"):
+        Trainer(
+            make_config(
+                tmp_path,
+                **{**options, "model": {**TINY_MODEL, "detail_refiner": TINY_REFINER}},
+                refiner_warp_weight=1.0,
+            ),
+            snapshot,
+            show_progress=False,
+        )
 
 
 def test_stage3_trains_only_the_detail_refiner_and_exports_a_model_that_uses_it(

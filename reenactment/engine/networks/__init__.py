@@ -11,7 +11,7 @@
 
 from .attention import ReferenceMode
 from .compact_motion_encoder import CompactMotionEncoder
-from .detail_refiner import ReferenceDetailRefiner
+from .detail_refiner import DetailRefinerOutput, ReferenceDetailRefiner
 from .motion_encoder import MotionEncoder
 from .reference_attention import (
     GuidedNoisePrediction,
@@ -34,6 +34,7 @@ __all__ = [
     "ReferenceAttentionControl",
     "ReferenceBanks",
     "ReferenceDetailRefiner",
+    "DetailRefinerOutput",
     "ReferenceMode",
     "UNet2DReferenceModel",
     "UNet2DReferenceOutput",

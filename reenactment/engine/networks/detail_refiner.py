@@ -19,11 +19,13 @@ refiner returns its input exactly and a model folder without one decodes as befo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from .compact_motion_encoder import ResBlock
@@ -31,6 +33,24 @@ from .positional import sincos_2d
 
 #: How much faster than its stored value the warp gate moves (see the constructor).
 WARP_GATE_SCALE = 100.0
+
+
+@dataclass
+class DetailRefinerOutput(BaseOutput):  # type: ignore[misc]
+    """What :meth:`ReferenceDetailRefiner.forward` computed, with ``return_parts=True``.
+
+    Args:
+        sample: The refined frames ``(N, 3, S, S)``.
+        warped: The portrait warped along the predicted flow ``(N, 3, S, S)`` (``None`` without
+            ``warp``): training can supervise the flow through it directly, not only through
+            the share of it the mask lets into ``sample``.
+        mask: The warped portrait's share of each pixel ``(N, 1, S, S)`` (``None`` without
+            ``warp``).
+    """
+
+    sample: torch.Tensor
+    warped: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
 
 class _ReferenceAttention(nn.Module):
@@ -185,13 +205,16 @@ class ReferenceDetailRefiner(ModelMixin, ConfigMixin):  # type: ignore[misc]
         reference: torch.Tensor | None = None,
         *,
         reference_features: Sequence[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+        return_parts: bool = False,
+    ) -> torch.Tensor | DetailRefinerOutput:
         """Refine ``frames`` with the portrait's details.
 
         Args:
             frames: Decoded frames ``(N, 3, S, S)``.
             reference: The portrait ``(1 or N, 3, S, S)``; or pass
                 ``reference_features`` from :meth:`encode_reference` instead.
+            return_parts: Return a :class:`DetailRefinerOutput` (refined frames, warped
+                portrait, mask) instead of the refined frames alone.
         """
         self._check_size(frames)
         if reference_features is None:
@@ -207,7 +230,7 @@ class ReferenceDetailRefiner(ModelMixin, ConfigMixin):  # type: ignore[misc]
         h = F.silu(self.norm_out(x))
         out = frames + self.conv_out(h)
         if not self.config["warp"]:
-            return out
+            return DetailRefinerOutput(sample=out) if return_parts else out
         n, _, size, _ = frames.shape
         portrait = reference_features[-1]
         portrait = portrait.expand(n, -1, -1, -1) if portrait.shape[0] == 1 else portrait
@@ -221,8 +244,9 @@ class ReferenceDetailRefiner(ModelMixin, ConfigMixin):  # type: ignore[misc]
             portrait, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         gate = self.warp_gate * WARP_GATE_SCALE
-        mask = gate * (torch.tanh(flow_mask[:, 2:]) + 1) / 2
-        return out + mask * (warped - frames)
+        mask = gate * (torch.tanh(flow_mask[:, 2:]) + 1) / 2  # n 1 s s
+        out = out + mask * (warped - frames)
+        return DetailRefinerOutput(sample=out, warped=warped, mask=mask) if return_parts else out
 
 
-__all__ = ["ReferenceDetailRefiner"]
+__all__ = ["DetailRefinerOutput", "ReferenceDetailRefiner"]

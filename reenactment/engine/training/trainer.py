@@ -232,6 +232,12 @@ class TrainingConfig:
             as a platform job decodes them). Needs a complete model in ``init_from``; with
             ``cross_identity_probability`` the drivers are other identities performing the
             targets' motion, as in use.
+        refiner_warp_weight: Stage 3, a refiner with ``warp``: weight of the same L1 +
+            perceptual loss between the *warped portrait alone* and the target (0 disables).
+            The refined frame's loss reaches the flow only through the mask's share, and where
+            the flow is still rough, blending the sharp but misplaced portrait out and keeping
+            the decoded smear costs less; supervising the warp itself makes the flow place the
+            portrait's features, so that the mask can let them in.
         mixed_precision: ``"no"``, ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with scaling).
         gradient_checkpointing: Recompute activations of the big blocks in backward.
         ema_decay: Exponential moving average of the trainable weights (0 disables); the export
@@ -287,6 +293,7 @@ class TrainingConfig:
     vae_discriminator_learning_rate: float = 2e-4
     refiner_latent_noise: float = 0.0
     refiner_sampled_probability: float = 0.0
+    refiner_warp_weight: float = 0.0
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.0
@@ -313,7 +320,7 @@ class TrainingConfig:
         if self.vae_adversarial_weight > 0 and self.stage not in (0, 3):
             # Stages 1 and 2 never decode with a trainable network: refuse rather than ignore it.
             raise ValueError("vae_adversarial_weight applies to stages 0 and 3 only")
-        for name in ("refiner_latent_noise", "refiner_sampled_probability"):
+        for name in ("refiner_latent_noise", "refiner_sampled_probability", "refiner_warp_weight"):
             value = getattr(self, name)
             if value < 0 or (value > 0 and self.stage != 3):
                 raise ValueError(f"{name} must be >= 0 and applies to stage 3 only")
@@ -585,6 +592,12 @@ class Trainer:
             raise ValueError(
                 "stage 3 trains the detail refiner, and the model has none: set the model "
                 'option "detail_refiner" ({} for the default network)'
+            )
+        refiner = self.components.detail_refiner
+        if config.refiner_warp_weight > 0 and not (refiner is not None and refiner.config.warp):
+            raise ValueError(
+                'refiner_warp_weight needs a refiner that warps: model option "detail_refiner" '
+                'with "warp": true'
             )
         missing = set(MODEL_SUBFOLDERS) - self.loaded_networks
         if config.refiner_sampled_probability > 0 and missing:
@@ -919,7 +932,8 @@ class Trainer:
     ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
         """Stage 3: the detail refiner is trained to restore the targets from the frozen
         autoencoder's (perturbed, ``refiner_latent_noise``) round trips or the model's own
-        generations (``refiner_sampled_probability``), given a reference frame."""
+        generations (``refiner_sampled_probability``), given a reference frame; with
+        ``refiner_warp_weight``, the warped portrait alone is held to the target too."""
         vae, refiner = self.components.vae, self.components.detail_refiner
         assert refiner is not None
         frames = batch["target"]  # (B, 3, F, S, S)
@@ -942,15 +956,21 @@ class Trainer:
                     latents = latents + (share * noise).to(latents) * latents.std()
                 decoded = vae.decode(latents, num_frames=num_frames).sample.clamp(-1, 1)
         with self._autocast():
-            refined = refiner(decoded, reference)
+            parts = refiner(decoded, reference, return_parts=True)
+        logs = {
+            "rec_input": reconstruction_loss(decoded.float(), images).item(),
+            "sampled": float(sampled),
+        }
+        extra = None
+        weight = self.config.refiner_warp_weight
+        if weight > 0:
+            assert parts.warped is not None and parts.mask is not None
+            warp_rec = reconstruction_loss(parts.warped, images)
+            warp_perc = self.perceptual(parts.warped, images)
+            extra = weight * (warp_rec + self.config.vae_perceptual_weight * warp_perc)
+            logs.update(warp_rec=warp_rec.item(), mask=parts.mask.mean().item())
         return self._image_loss(
-            refined,
-            images,
-            last=refiner.conv_out.weight,
-            logs={
-                "rec_input": reconstruction_loss(decoded.float(), images).item(),
-                "sampled": float(sampled),
-            },
+            parts.sample, images, last=refiner.conv_out.weight, extra=extra, logs=logs
         )
 
     def _sampled_frames(

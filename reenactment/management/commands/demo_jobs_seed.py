@@ -34,7 +34,7 @@ DEMO_MODEL_NAME = "demo-tiny"
 PREVIEW_MODEL_NAME = "synthface-preview"
 #: The committed preview model's version (its card's title). Registrations are hash-pinned to the
 #: folder's files, so new weights need a new version; an older registration stays on record.
-PREVIEW_MODEL_VERSION = "8"
+PREVIEW_MODEL_VERSION = "9"
 SYNTHFACE_LICENCE = "CC0 1.0 (SynthFace, project-owned)"
 PORTRAIT_SUBJECT = "Demo Portrait Subject (astronaut photo)"
 PERFORMER = "Demo Performer (cameraman photo)"
