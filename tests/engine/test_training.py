@@ -1158,8 +1158,9 @@ def test_stage3_warp_weight_trains_the_flow_on_the_warped_portrait(
     # Refused before anything trains: outside stage 3, negative, or a refiner that cannot warp.
     with pytest.raises(ValueError, match="refiner_warp_weight"):
         make_config(tmp_path, stage=1, refiner_warp_weight=1.0)
-    with pytest.raises(ValueError, match="refiner_warp_weight"):
-        make_config(tmp_path, **{**options, "refiner_warp_weight": -1.0})
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="refiner_warp_weight"):
+            make_config(tmp_path, **{**options, "refiner_warp_weight": bad})
     with pytest.raises(ValueError, match="needs a refiner that warps"):
         Trainer(
             make_config(

@@ -29,12 +29,12 @@ from .unet_3d_denoising import UNet3DDenoisingModel, UNet3DDenoisingOutput
 
 __all__ = [
     "CompactMotionEncoder",
+    "DetailRefinerOutput",
     "GuidedNoisePrediction",
     "MotionEncoder",
     "ReferenceAttentionControl",
     "ReferenceBanks",
     "ReferenceDetailRefiner",
-    "DetailRefinerOutput",
     "ReferenceMode",
     "UNet2DReferenceModel",
     "UNet2DReferenceOutput",

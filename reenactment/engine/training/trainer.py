@@ -322,7 +322,8 @@ class TrainingConfig:
             raise ValueError("vae_adversarial_weight applies to stages 0 and 3 only")
         for name in ("refiner_latent_noise", "refiner_sampled_probability", "refiner_warp_weight"):
             value = getattr(self, name)
-            if value < 0 or (value > 0 and self.stage != 3):
+            # "not >= 0" also refuses NaN, which every comparison lets through.
+            if not value >= 0 or (value > 0 and self.stage != 3):
                 raise ValueError(f"{name} must be >= 0 and applies to stage 3 only")
         if self.refiner_sampled_probability > 1:
             raise ValueError("refiner_sampled_probability must be in [0, 1]")
