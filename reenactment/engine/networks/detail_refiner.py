@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +199,26 @@ class ReferenceDetailRefiner(ModelMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(
                 f"the refiner takes (N, 3, {size}, {size}) images, got {tuple(images.shape)}"
             )
+
+    @overload
+    def forward(
+        self,
+        frames: torch.Tensor,
+        reference: torch.Tensor | None = ...,
+        *,
+        reference_features: Sequence[torch.Tensor] | None = ...,
+        return_parts: Literal[False] = ...,
+    ) -> torch.Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        frames: torch.Tensor,
+        reference: torch.Tensor | None = ...,
+        *,
+        reference_features: Sequence[torch.Tensor] | None = ...,
+        return_parts: Literal[True],
+    ) -> DetailRefinerOutput: ...
 
     def forward(
         self,

@@ -966,9 +966,8 @@ class Trainer:
         weight = self.config.refiner_warp_weight
         if weight > 0:
             assert parts.warped is not None and parts.mask is not None
-            warp_rec = reconstruction_loss(parts.warped, images)
-            warp_perc = self.perceptual(parts.warped, images)
-            extra = weight * (warp_rec + self.config.vae_perceptual_weight * warp_perc)
+            warp_loss, warp_rec, _ = self._rec_perc_loss(parts.warped, images)
+            extra = weight * warp_loss
             logs.update(warp_rec=warp_rec.item(), mask=parts.mask.mean().item())
         return self._image_loss(
             parts.sample, images, last=refiner.conv_out.weight, extra=extra, logs=logs
@@ -1002,6 +1001,15 @@ class Trainer:
         # b c f h w -> (b f) c h w
         return clips.transpose(1, 2).flatten(0, 1)
 
+    def _rec_perc_loss(
+        self, fake: torch.Tensor, real: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L1 + ``vae_perceptual_weight`` x perceptual between ``(N, 3, S, S)`` images: the
+        weighted sum, then the two terms."""
+        rec = reconstruction_loss(fake, real)
+        perc = self.perceptual(fake, real)
+        return rec + self.config.vae_perceptual_weight * perc, rec, perc
+
     def _image_loss(
         self,
         fake: torch.Tensor,
@@ -1014,12 +1022,9 @@ class Trainer:
         """L1 + perceptual (+ ``extra``) between ``(N, 3, S, S)`` images, plus the patch
         discriminator's adaptively weighted hinge term when it is active; also returns ``fake``
         then, for the discriminator's own step. ``last`` is the trained network's last layer."""
-        rec = reconstruction_loss(fake, real)
-        perc = self.perceptual(fake, real)
-        loss = rec + self.config.vae_perceptual_weight * perc
+        image_loss, rec, perc = self._rec_perc_loss(fake, real)
         logs = {"rec": rec.item(), "perc": perc.item(), **(logs or {})}
-        if extra is not None:
-            loss = loss + extra
+        loss = image_loss if extra is None else image_loss + extra
         if not self._vae_adversarial_active():
             return loss, logs, None
         assert self.vae_discriminator is not None
@@ -1030,9 +1035,7 @@ class Trainer:
         adv = hinge_generator_loss([fake_logits])
         # VQGAN's adaptive weight: the adversarial gradient at the last layer is scaled to the
         # size of the reconstruction gradient there (detached: a weight, not a loss).
-        rec_grad = torch.autograd.grad(
-            rec + self.config.vae_perceptual_weight * perc, last, retain_graph=True
-        )[0]
+        rec_grad = torch.autograd.grad(image_loss, last, retain_graph=True)[0]
         adv_grad = torch.autograd.grad(adv, last, retain_graph=True)[0]
         scale = (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
         weight = self.config.vae_adversarial_weight * scale
